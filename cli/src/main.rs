@@ -1,0 +1,52 @@
+//! `fjord`: the command line. `up` runs the whole platform on this machine; the other commands
+//! talk to a gateway (or, for `deploy`, to NATS).
+
+mod client;
+mod commands;
+mod deploy;
+mod up;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "fjord",
+    version,
+    about = "Fjord: asynchronous functions on servers you own"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start NATS and PostgreSQL if needed, deploy the stack, run gateway, control and workers.
+    Up(up::UpArgs),
+    /// Deploy the functions of a stack.yml.
+    Deploy(deploy::DeployArgs),
+    /// Call a function.
+    Invoke(commands::InvokeArgs),
+    /// Show a call's status.
+    Status(commands::StatusArgs),
+    /// Show queue depth per function.
+    Queues(commands::QueuesArgs),
+}
+
+#[tokio::main]
+async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    fjord_common::telemetry::init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Up(args) => up::run(args).await,
+        Command::Deploy(args) => deploy::run(args).await,
+        Command::Invoke(args) => commands::invoke(args).await,
+        Command::Status(args) => commands::status(args).await,
+        Command::Queues(args) => commands::queues(args).await,
+    };
+    if let Err(e) = result {
+        eprintln!("fjord: {e:#}");
+        std::process::exit(1);
+    }
+}

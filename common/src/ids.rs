@@ -1,0 +1,118 @@
+//! Identifiers that can only hold valid values: `CallId` (a UUID) and `FunctionName`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::Error;
+
+/// The id of one invocation. Clients may choose it (`X-Call-Id`); otherwise it is a UUIDv7, so
+/// ids sort roughly by creation time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CallId(pub Uuid);
+
+impl CallId {
+    pub fn new() -> Self {
+        CallId(Uuid::now_v7())
+    }
+}
+
+impl Default for CallId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FromStr for CallId {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Uuid::parse_str(s.trim())
+            .map(CallId)
+            .map_err(|_| Error::invalid("call id", format!("{s:?} is not a UUID")))
+    }
+}
+
+impl fmt::Display for CallId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.as_hyphenated().fmt(f)
+    }
+}
+
+/// A function name as OpenFaaS accepts it: a DNS label (lowercase letters, digits and `-`, at
+/// most 63 characters, starting and ending with a letter or digit). It is safe to use inside a
+/// NATS subject, a consumer name and a URL path segment.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct FunctionName(String);
+
+impl FunctionName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for FunctionName {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+        let valid = !s.is_empty()
+            && s.len() <= 63
+            && s.chars().all(ok_char)
+            && !s.starts_with('-')
+            && !s.ends_with('-');
+        if valid {
+            Ok(FunctionName(s.to_owned()))
+        } else {
+            Err(Error::invalid(
+                "function name",
+                format!(
+                    "{s:?} must be 1-63 lowercase letters, digits or '-', not starting or ending with '-'"
+                ),
+            ))
+        }
+    }
+}
+
+impl TryFrom<String> for FunctionName {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self, Error> {
+        s.parse()
+    }
+}
+
+impl From<FunctionName> for String {
+    fn from(n: FunctionName) -> String {
+        n.0
+    }
+}
+
+impl fmt::Display for FunctionName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn function_names() {
+        for ok in ["echo", "a", "resize-image", "x1"] {
+            assert!(ok.parse::<FunctionName>().is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "Echo", "a.b", "a b", "a>", &"a".repeat(64)] {
+            assert!(bad.parse::<FunctionName>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn call_ids() {
+        let id = CallId::new();
+        assert_eq!(id.to_string().parse::<CallId>().unwrap(), id);
+        assert!("nope".parse::<CallId>().is_err());
+    }
+}

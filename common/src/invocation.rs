@@ -1,0 +1,190 @@
+//! The invocation model and its wire format on NATS.
+//!
+//! An invocation message is `Fjord-Schema` (NATS header) + payload `meta JSON` `\n` `body`.
+//! Outcome events (`started`, `finished`) use the same framing, the body being the function's
+//! result. Bodies too large for one NATS message live in the object store and the meta says so
+//! (`BodyRef::Stored`): a claim check.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::{CallId, Error, FunctionName};
+
+/// The NATS header that carries the schema version of the payload.
+pub const SCHEMA_HEADER: &str = "Fjord-Schema";
+/// The version this build writes and understands.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Where a message's body is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BodyRef {
+    /// Right after the meta line in the same message.
+    Inline,
+    /// In the bodies object store under `object`.
+    Stored { object: String, size: u64 },
+}
+
+/// Everything about a call except its body.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CallMeta {
+    pub call_id: CallId,
+    pub function: FunctionName,
+    pub method: String,
+    /// The sub-path after the function name, always starting with `/`.
+    pub path: String,
+    /// The raw query string, without `?`; empty when there is none.
+    pub query: String,
+    pub headers: Vec<(String, String)>,
+    pub callback_url: Option<String>,
+    /// When the gateway accepted the call, unix nanoseconds (`X-Start-Time`).
+    pub start_time_ns: i64,
+    pub body: BodyRef,
+}
+
+/// How a call ended (one attempt's view).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinalStatus {
+    Succeeded,
+    Failed,
+    Dead,
+    Cancelled,
+}
+
+impl FinalStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinalStatus::Succeeded => "succeeded",
+            FinalStatus::Failed => "failed",
+            FinalStatus::Dead => "dead",
+            FinalStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Every status a call can have, as stored and shown.
+pub const STATUSES: [&str; 6] = [
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "dead",
+    "cancelled",
+];
+
+/// Events published by workers, applied by the recorder.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    Started {
+        call_id: CallId,
+        function: FunctionName,
+        attempt: u32,
+        created_ns: i64,
+        at_ns: i64,
+    },
+    Finished(Box<Finished>),
+}
+
+/// The outcome of one attempt that ends the call.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Finished {
+    pub call_id: CallId,
+    pub function: FunctionName,
+    pub attempt: u32,
+    pub created_ns: i64,
+    pub started_ns: Option<i64>,
+    pub finished_ns: i64,
+    pub status: FinalStatus,
+    /// The function's HTTP status; 503 when it could not be run at all.
+    pub function_status: u16,
+    pub headers: Vec<(String, String)>,
+    /// Why it failed: a reason and a bounded tail of stderr where there is one.
+    pub error: Option<String>,
+    pub callback_url: Option<String>,
+    pub body: BodyRef,
+    /// The call's request body object, if it was stored out of band; the recorder deletes it
+    /// once the call is final.
+    #[serde(default)]
+    pub request_object: Option<String>,
+}
+
+impl Event {
+    pub fn call_id(&self) -> CallId {
+        match self {
+            Event::Started { call_id, .. } => *call_id,
+            Event::Finished(f) => f.call_id,
+        }
+    }
+
+    /// The subject token for this event kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Started { .. } => "started",
+            Event::Finished(_) => "finished",
+        }
+    }
+
+    /// De-duplication id: a re-published event is stored once.
+    pub fn msg_id(&self) -> String {
+        match self {
+            Event::Started {
+                call_id, attempt, ..
+            } => format!("{call_id}.{attempt}.started"),
+            Event::Finished(f) => format!("{}.{}.finished", f.call_id, f.attempt),
+        }
+    }
+}
+
+/// Frames `meta` and `body` into one payload.
+pub fn encode<T: Serialize>(meta: &T, body: &[u8]) -> Bytes {
+    let mut out = serde_json::to_vec(meta).expect("meta serialises");
+    out.reserve(body.len() + 1);
+    out.push(b'\n');
+    out.extend_from_slice(body);
+    Bytes::from(out)
+}
+
+/// Splits a payload into its meta and its inline body.
+pub fn decode<T: for<'de> Deserialize<'de>>(payload: &Bytes) -> Result<(T, Bytes), Error> {
+    let nl = payload
+        .iter()
+        .position(|b| *b == b'\n')
+        .ok_or_else(|| Error::Malformed("no meta line".into()))?;
+    let meta =
+        serde_json::from_slice(&payload[..nl]).map_err(|e| Error::Malformed(e.to_string()))?;
+    Ok((meta, payload.slice(nl + 1..)))
+}
+
+/// Reads the schema version from a message's headers; a missing header is version 0, which no
+/// build understands.
+pub fn schema_version(headers: Option<&async_nats::HeaderMap>) -> u32 {
+    headers
+        .and_then(|h| h.get(SCHEMA_HEADER))
+        .and_then(|v| v.as_str().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Unix nanoseconds now.
+pub fn now_ns() -> i64 {
+    chrono::Utc::now()
+        .timestamp_nanos_opt()
+        .expect("date within range")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framing_keeps_bodies_byte_for_byte() {
+        let meta = serde_json::json!({"a": "line\nbreak"});
+        let body = b"\n\x00\xffbinary\n";
+        let framed = encode(&meta, body);
+        let (back, b): (serde_json::Value, Bytes) = decode(&framed).unwrap();
+        assert_eq!(back, meta);
+        assert_eq!(&b[..], body);
+        assert!(decode::<serde_json::Value>(&Bytes::from_static(b"{}")).is_err());
+    }
+}

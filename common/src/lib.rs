@@ -1,0 +1,18 @@
+//! Pieces shared by every Fjord binary: the invocation model and its wire format, NATS subjects
+//! and stream setup, the function registry, the PostgreSQL store and migrator, `stack.yml`
+//! parsing and telemetry setup.
+
+pub mod config;
+pub mod error;
+pub mod ids;
+pub mod invocation;
+pub mod queue;
+pub mod registry;
+pub mod services;
+pub mod signal;
+pub mod stack;
+pub mod store;
+pub mod telemetry;
+
+pub use error::Error;
+pub use ids::{CallId, FunctionName};

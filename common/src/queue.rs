@@ -1,0 +1,434 @@
+//! NATS JetStream layout and access: one stream per installation holding invocations
+//! (`<prefix>.invoke.<function>`) and outcome events (`<prefix>.event.<kind>.<call_id>`), one
+//! durable pull consumer per function, one for the recorder, and an object store for bodies too
+//! large for a NATS message.
+//!
+//! The stream uses Interest retention: a message stays until every consumer whose filter matches
+//! has acknowledged it, so the recorder and a function's consumer each see every invocation
+//! from a single publish. A consumer must therefore exist before the first publish it should
+//! see: [`Queue::ensure`] creates the recorder's, deploying creates a function's.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, consumer, object_store, stream};
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::io::AsyncReadExt;
+
+use crate::invocation::{self, BodyRef, CallMeta, Event, SCHEMA_HEADER, SCHEMA_VERSION};
+use crate::{CallId, Error, FunctionName};
+
+/// Names of everything an installation keeps in NATS, derived from its prefix so several
+/// installations (and tests) share one server.
+#[derive(Clone, Debug)]
+pub struct Names {
+    prefix: String,
+}
+
+impl Names {
+    /// `prefix` may hold ASCII letters, digits, `-` and `_`.
+    pub fn new(prefix: &str) -> Result<Self, Error> {
+        let ok = !prefix.is_empty()
+            && prefix.len() <= 32
+            && prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !ok {
+            return Err(Error::invalid(
+                "FJORD_NATS_PREFIX",
+                format!("{prefix:?} must be 1-32 ASCII letters, digits, '-' or '_'"),
+            ));
+        }
+        Ok(Names {
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+    pub fn stream(&self) -> String {
+        format!("{}_calls", self.prefix)
+    }
+    pub fn invoke(&self, function: &FunctionName) -> String {
+        format!("{}.invoke.{function}", self.prefix)
+    }
+    pub fn event(&self, event: &Event) -> String {
+        format!("{}.event.{}.{}", self.prefix, event.kind(), event.call_id())
+    }
+    /// Every event of one call; the synchronous route listens here.
+    pub fn events_of(&self, call_id: CallId) -> String {
+        format!("{}.event.*.{call_id}", self.prefix)
+    }
+    /// Core NATS subject on which workers of a function answer a head count.
+    pub fn ping(&self, function: &FunctionName) -> String {
+        format!("{}.ping.{function}", self.prefix)
+    }
+    pub fn function_consumer(&self, function: &FunctionName) -> String {
+        format!("fn_{function}")
+    }
+    pub fn recorder_consumer(&self) -> &'static str {
+        "recorder"
+    }
+    pub fn bodies_bucket(&self) -> String {
+        format!("{}_bodies", self.prefix)
+    }
+    pub fn registry_bucket(&self) -> String {
+        format!("{}_functions", self.prefix)
+    }
+}
+
+/// Per-function queue settings fixed when the function's consumer is created.
+#[derive(Clone, Debug)]
+pub struct ConsumerSettings {
+    /// How long a worker may stay silent before its call is redelivered. Workers send
+    /// in-progress acks at a third of this, so it bounds crash detection, not execution time.
+    pub ack_wait: Duration,
+    /// Executions in total before a call is given up as `dead`.
+    pub max_attempts: u32,
+    /// Calls handed out and not yet acknowledged, across all workers of the function.
+    pub max_ack_pending: i64,
+}
+
+impl ConsumerSettings {
+    /// Settings for a function: `com.openfaas.retry.attempts` (default 3) executions, and the
+    /// installation's lease length.
+    pub fn for_spec(spec: &crate::stack::FunctionSpec, ack_wait: Duration) -> Result<Self, Error> {
+        let max_attempts = spec.setting_u32("com.openfaas.retry.attempts", 3)?;
+        if max_attempts == 0 {
+            return Err(Error::invalid(
+                "com.openfaas.retry.attempts",
+                "must be at least 1",
+            ));
+        }
+        Ok(ConsumerSettings {
+            ack_wait,
+            max_attempts,
+            ..Default::default()
+        })
+    }
+}
+
+impl Default for ConsumerSettings {
+    fn default() -> Self {
+        ConsumerSettings {
+            ack_wait: Duration::from_secs(30),
+            max_attempts: 3,
+            max_ack_pending: 10_000,
+        }
+    }
+}
+
+/// Live figures of one function's queue.
+#[derive(Clone, Debug, Default)]
+pub struct QueueStats {
+    pub pending: u64,
+    pub in_flight: u64,
+    pub redelivered: u64,
+    pub oldest_pending_seconds: f64,
+}
+
+/// A handle on an installation's JetStream resources. Cheap to clone.
+#[derive(Clone)]
+pub struct Queue {
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    pub names: Names,
+    bodies: object_store::ObjectStore,
+    /// Bodies larger than this go to the object store (derived from the server's max_payload).
+    inline_limit: usize,
+}
+
+const META_ROOM: usize = 64 * 1024;
+
+impl Queue {
+    /// Connects and makes sure the stream, the recorder's consumer, the bodies bucket and the
+    /// function registry exist (idempotent; every process calls it at start).
+    pub async fn connect(nats_url: &str, names: Names) -> Result<Self, Error> {
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("fjord-{}", names.prefix()))
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(2))
+            .connect(nats_url);
+        let client = tokio::time::timeout(Duration::from_secs(10), client)
+            .await
+            .map_err(|_| Error::Nats(format!("no NATS server answers at {nats_url}")))?
+            .map_err(Error::nats)?;
+        Self::from_client(client, names).await
+    }
+
+    pub async fn from_client(client: async_nats::Client, names: Names) -> Result<Self, Error> {
+        let js = jetstream::new(client.clone());
+        let max_payload = client.server_info().max_payload;
+        let inline_limit = max_payload.saturating_sub(META_ROOM).max(1024);
+        let bodies = ensure(&js, &names).await?;
+        Ok(Queue {
+            client,
+            js,
+            names,
+            bodies,
+            inline_limit,
+        })
+    }
+
+    pub fn inline_limit(&self) -> usize {
+        self.inline_limit
+    }
+
+    /// Creates the function's durable pull consumer if it does not exist yet.
+    pub async fn ensure_function_consumer(
+        &self,
+        function: &FunctionName,
+        settings: &ConsumerSettings,
+    ) -> Result<(), Error> {
+        let name = self.names.function_consumer(function);
+        let config = consumer::pull::Config {
+            durable_name: Some(name.clone()),
+            filter_subject: self.names.invoke(function),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: settings.ack_wait,
+            // One delivery beyond the attempts: the worker that sees it records `dead` and
+            // terminates the message, so nothing stays stuck after its last attempt.
+            max_deliver: i64::from(settings.max_attempts) + 1,
+            max_ack_pending: settings.max_ack_pending,
+            ..Default::default()
+        };
+        self.stream()
+            .await?
+            .get_or_create_consumer(&name, config)
+            .await
+            .map_err(Error::nats)?;
+        Ok(())
+    }
+
+    /// Removes the function's consumer (its queued calls are released from the stream).
+    pub async fn delete_function_consumer(&self, function: &FunctionName) -> Result<(), Error> {
+        let name = self.names.function_consumer(function);
+        match self.stream().await?.delete_consumer(&name).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.to_string().contains("not found") => Ok(()),
+            Err(e) => Err(Error::nats(e)),
+        }
+    }
+
+    pub async fn stream(&self) -> Result<stream::Stream<()>, Error> {
+        self.js
+            .get_stream_no_info(self.names.stream())
+            .await
+            .map_err(Error::nats)
+    }
+
+    pub async fn function_consumer(
+        &self,
+        function: &FunctionName,
+    ) -> Result<consumer::PullConsumer, Error> {
+        self.stream()
+            .await?
+            .get_consumer(&self.names.function_consumer(function))
+            .await
+            .map_err(Error::nats)
+    }
+
+    pub async fn recorder_consumer(&self) -> Result<consumer::PullConsumer, Error> {
+        self.stream()
+            .await?
+            .get_consumer(self.names.recorder_consumer())
+            .await
+            .map_err(Error::nats)
+    }
+
+    /// Publishes an invocation and waits for JetStream's acknowledgement; returns the stream
+    /// sequence. A body over the inline limit is stored first, under the call's id.
+    pub async fn publish_call(&self, mut meta: CallMeta, body: Bytes) -> Result<u64, Error> {
+        let inline = if body.len() > self.inline_limit {
+            let object = format!("call-{}", meta.call_id);
+            self.put_object(&object, &body).await?;
+            meta.body = BodyRef::Stored {
+                object,
+                size: body.len() as u64,
+            };
+            Bytes::new()
+        } else {
+            meta.body = BodyRef::Inline;
+            body
+        };
+        let payload = invocation::encode(&meta, &inline);
+        let subject = self.names.invoke(&meta.function);
+        self.publish(subject, &meta.call_id.to_string(), payload)
+            .await
+    }
+
+    /// Publishes an outcome event (large result bodies out of band) and waits for the ack.
+    pub async fn publish_event(&self, mut event: Event, body: Bytes) -> Result<u64, Error> {
+        let inline = match &mut event {
+            Event::Finished(f) if body.len() > self.inline_limit => {
+                let object = format!("result-{}-{}", f.call_id, f.attempt);
+                self.put_object(&object, &body).await?;
+                f.body = BodyRef::Stored {
+                    object,
+                    size: body.len() as u64,
+                };
+                Bytes::new()
+            }
+            _ => body,
+        };
+        let payload = invocation::encode(&event, &inline);
+        self.publish(self.names.event(&event), &event.msg_id(), payload)
+            .await
+    }
+
+    async fn publish(&self, subject: String, msg_id: &str, payload: Bytes) -> Result<u64, Error> {
+        let mut headers = HeaderMap::new();
+        headers.insert(SCHEMA_HEADER, SCHEMA_VERSION.to_string().as_str());
+        headers.insert("Nats-Msg-Id", msg_id);
+        let ack = self
+            .js
+            .publish_with_headers(subject, headers, payload)
+            .await
+            .map_err(Error::nats)?
+            .await
+            .map_err(Error::nats)?;
+        Ok(ack.sequence)
+    }
+
+    /// The body a message refers to: its inline part, or the stored object.
+    pub async fn load_body(&self, body: &BodyRef, inline: Bytes) -> Result<Bytes, Error> {
+        match body {
+            BodyRef::Inline => Ok(inline),
+            BodyRef::Stored { object, size } => {
+                let mut reader = self.bodies.get(object).await.map_err(Error::nats)?;
+                let mut out = Vec::with_capacity(*size as usize);
+                reader
+                    .read_to_end(&mut out)
+                    .await
+                    .map_err(|e| Error::Nats(format!("reading object {object}: {e}")))?;
+                Ok(Bytes::from(out))
+            }
+        }
+    }
+
+    async fn put_object(&self, name: &str, body: &[u8]) -> Result<(), Error> {
+        let mut reader = body;
+        self.bodies
+            .put(name, &mut reader)
+            .await
+            .map_err(Error::nats)?;
+        Ok(())
+    }
+
+    /// Deletes stored bodies; a missing object is not an error (cleanup may run twice).
+    pub async fn delete_object(&self, name: &str) -> Result<(), Error> {
+        match self.bodies.delete(name).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.to_string().contains("not found") => Ok(()),
+            Err(e) => Err(Error::nats(e)),
+        }
+    }
+
+    /// Names of the objects currently stored (tests use it to check cleanup).
+    pub async fn list_objects(&self) -> Result<Vec<String>, Error> {
+        let mut list = self.bodies.list().await.map_err(Error::nats)?;
+        let mut names = Vec::new();
+        while let Some(info) = list.next().await {
+            let info = info.map_err(Error::nats)?;
+            if !info.deleted {
+                names.push(info.name);
+            }
+        }
+        Ok(names)
+    }
+
+    /// Pending, in-flight and redelivered counts from the function's consumer, and the age of
+    /// the oldest call not yet handed to a worker.
+    pub async fn stats(&self, function: &FunctionName) -> Result<QueueStats, Error> {
+        let stream = self.stream().await?;
+        let info = stream
+            .consumer_info(self.names.function_consumer(function))
+            .await
+            .map_err(Error::nats)?;
+        let mut stats = QueueStats {
+            pending: info.num_pending,
+            in_flight: info.num_ack_pending as u64,
+            redelivered: info.num_redelivered as u64,
+            oldest_pending_seconds: 0.0,
+        };
+        if info.num_pending > 0 {
+            let next = stream
+                .direct_get_next_for_subject(
+                    self.names.invoke(function),
+                    Some(info.delivered.stream_sequence + 1),
+                )
+                .await;
+            if let Ok(message) = next {
+                let stored_ns = message.time.unix_timestamp_nanos() as i64;
+                let age_ns = invocation::now_ns().saturating_sub(stored_ns);
+                stats.oldest_pending_seconds = (age_ns as f64 / 1e9).max(0.0);
+            }
+        }
+        Ok(stats)
+    }
+
+    /// The stream's last sequence and the recorder's acknowledged floor: when the floor has
+    /// reached the last sequence, every call accepted so far is in PostgreSQL.
+    pub async fn recorder_progress(&self) -> Result<(u64, u64), Error> {
+        let stream = self.stream().await?;
+        let last = stream
+            .get_info()
+            .await
+            .map_err(Error::nats)?
+            .state
+            .last_sequence;
+        let info = stream
+            .consumer_info(self.names.recorder_consumer())
+            .await
+            .map_err(Error::nats)?;
+        Ok((last, info.ack_floor.stream_sequence))
+    }
+}
+
+/// Idempotent creation of the stream, recorder consumer, bodies bucket and registry bucket.
+async fn ensure(
+    js: &jetstream::Context,
+    names: &Names,
+) -> Result<object_store::ObjectStore, Error> {
+    let prefix = names.prefix();
+    let stream = js
+        .get_or_create_stream(stream::Config {
+            name: names.stream(),
+            subjects: vec![format!("{prefix}.invoke.>"), format!("{prefix}.event.>")],
+            retention: stream::RetentionPolicy::Interest,
+            storage: stream::StorageType::File,
+            duplicate_window: Duration::from_secs(120),
+            allow_direct: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(Error::nats)?;
+    stream
+        .get_or_create_consumer(
+            names.recorder_consumer(),
+            consumer::pull::Config {
+                durable_name: Some(names.recorder_consumer().to_owned()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(60),
+                max_ack_pending: 50_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(Error::nats)?;
+    crate::registry::ensure_bucket(js, names).await?;
+    let bucket = names.bodies_bucket();
+    match js.get_object_store(&bucket).await {
+        Ok(store) => Ok(store),
+        Err(_) => js
+            .create_object_store(object_store::Config {
+                bucket,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(Error::nats),
+    }
+}

@@ -1,0 +1,228 @@
+//! `stack.yml` in OpenFaaS's schema, and the function definition Fjord stores for each
+//! function.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, FunctionName};
+
+/// The runtimes (`lang`) this build runs.
+pub const RUNTIMES: [&str; 1] = ["builtin"];
+
+/// One deployed function, as the registry stores it and workers read it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FunctionSpec {
+    pub name: FunctionName,
+    /// The runtime: `builtin` (handler names a built-in function).
+    pub lang: String,
+    pub handler: String,
+    #[serde(default)]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl FunctionSpec {
+    /// A label or annotation (labels win), as OpenFaaS reads `com.openfaas.*` settings.
+    pub fn setting(&self, key: &str) -> Option<&str> {
+        self.labels
+            .get(key)
+            .or_else(|| self.annotations.get(key))
+            .map(String::as_str)
+    }
+
+    /// A numeric setting; a present but unparsable value is an error naming the key.
+    pub fn setting_u32(&self, key: &str, default: u32) -> Result<u32, Error> {
+        match self.setting(key) {
+            None => Ok(default),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| Error::invalid(key, format!("{v:?} is not a whole number"))),
+        }
+    }
+
+    /// Worker processes to keep running: `com.openfaas.scale.min`, default 1.
+    pub fn scale_min(&self) -> Result<u32, Error> {
+        self.setting_u32("com.openfaas.scale.min", 1)
+    }
+
+    /// Calls one worker runs at once: the `max_inflight` environment variable, default 64 for
+    /// built-ins.
+    pub fn max_inflight(&self) -> Result<u32, Error> {
+        match self.environment.get("max_inflight") {
+            None => Ok(64),
+            Some(v) => match v.trim().parse() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(Error::invalid(
+                    "environment.max_inflight",
+                    format!("{v:?} is not a positive number"),
+                )),
+            },
+        }
+    }
+}
+
+/// The parts of a `stack.yml` Fjord reads.
+#[derive(Debug, Deserialize)]
+pub struct Stack {
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub provider: Option<Provider>,
+    pub functions: BTreeMap<String, StackFunction>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Provider {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub gateway: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StackFunction {
+    pub lang: String,
+    pub handler: String,
+    #[serde(default)]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub environment: BTreeMap<String, yaml_serde::Value>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Stack {
+    /// Parses a stack file after `${VAR}` / `${VAR:-default}` substitution from `env`.
+    pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Stack, Error> {
+        let text = substitute(text, env)?;
+        yaml_serde::from_str(&text).map_err(|e| Error::invalid("stack.yml", e.to_string()))
+    }
+
+    /// The function definitions, validated.
+    pub fn specs(&self) -> Result<Vec<FunctionSpec>, Error> {
+        self.functions
+            .iter()
+            .map(|(name, f)| {
+                let environment = f
+                    .environment
+                    .iter()
+                    .map(|(k, v)| {
+                        Ok((
+                            k.clone(),
+                            scalar(v, &format!("functions.{name}.environment.{k}"))?,
+                        ))
+                    })
+                    .collect::<Result<_, Error>>()?;
+                let spec = FunctionSpec {
+                    name: name.parse().map_err(|_| {
+                        Error::invalid(format!("functions.{name}"), "not a valid function name")
+                    })?,
+                    lang: f.lang.clone(),
+                    handler: f.handler.clone(),
+                    image: f.image.clone(),
+                    environment,
+                    labels: f.labels.clone(),
+                    annotations: f.annotations.clone(),
+                };
+                if !RUNTIMES.contains(&spec.lang.as_str()) {
+                    return Err(Error::invalid(
+                        format!("functions.{name}.lang"),
+                        format!(
+                            "{:?} is not a supported runtime ({})",
+                            spec.lang,
+                            RUNTIMES.join(", ")
+                        ),
+                    ));
+                }
+                spec.scale_min()?;
+                spec.max_inflight()?;
+                Ok(spec)
+            })
+            .collect()
+    }
+}
+
+fn scalar(v: &yaml_serde::Value, field: &str) -> Result<String, Error> {
+    match v {
+        yaml_serde::Value::String(s) => Ok(s.clone()),
+        yaml_serde::Value::Number(n) => Ok(n.to_string()),
+        yaml_serde::Value::Bool(b) => Ok(b.to_string()),
+        _ => Err(Error::invalid(field, "must be a string, number or boolean")),
+    }
+}
+
+/// `${VAR}` and `${VAR:-default}` substitution, as faas-cli does it.
+fn substitute(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<String, Error> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| Error::invalid("stack.yml", "unclosed ${ in variable substitution"))?;
+        let expr = &after[..end];
+        let (var, default) = match expr.split_once(":-") {
+            Some((v, d)) => (v, Some(d)),
+            None => (expr, None),
+        };
+        let value = env(var)
+            .filter(|v| !v.is_empty() || default.is_none())
+            .or_else(|| default.map(str::to_owned))
+            .unwrap_or_default();
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_openfaas_stack_with_substitution() {
+        let text = r#"
+version: 1.0
+provider:
+  name: openfaas
+  gateway: ${GW:-http://127.0.0.1:8080}
+functions:
+  echo:
+    lang: builtin
+    handler: echo
+    environment:
+      max_inflight: 8
+    labels:
+      com.openfaas.scale.min: "${MIN}"
+"#;
+        let stack = Stack::parse(text, |v| (v == "MIN").then(|| "2".to_owned())).unwrap();
+        assert_eq!(
+            stack.provider.as_ref().unwrap().gateway.as_deref(),
+            Some("http://127.0.0.1:8080")
+        );
+        let specs = stack.specs().unwrap();
+        assert_eq!(specs[0].scale_min().unwrap(), 2);
+        assert_eq!(specs[0].max_inflight().unwrap(), 8);
+    }
+
+    #[test]
+    fn bad_settings_name_the_field() {
+        let text = "functions:\n  Bad_Name:\n    lang: builtin\n    handler: echo\n";
+        let err = Stack::parse(text, |_| None).unwrap().specs().unwrap_err();
+        assert!(err.to_string().contains("functions.Bad_Name"), "{err}");
+        let text = "functions:\n  f:\n    lang: builtin\n    handler: echo\n    labels:\n      com.openfaas.scale.min: lots\n";
+        let err = Stack::parse(text, |_| None).unwrap().specs().unwrap_err();
+        assert!(err.to_string().contains("com.openfaas.scale.min"), "{err}");
+    }
+}

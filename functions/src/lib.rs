@@ -1,0 +1,87 @@
+//! The `Function` trait and Fjord's built-in functions. This crate knows nothing of NATS or
+//! SQL: a function gets a request and returns a response, and the worker does the rest.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+mod echo;
+mod inspect;
+mod sleep;
+
+/// One call as a function sees it.
+#[derive(Clone, Debug, Default)]
+pub struct Request {
+    pub method: String,
+    /// The sub-path after the function's name, starting with `/`.
+    pub path: String,
+    /// The raw query string without `?`.
+    pub query: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl Request {
+    /// The first header with this name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first query parameter with this name (no percent-decoding: built-ins take plain
+    /// values).
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query
+            .split('&')
+            .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    }
+}
+
+/// A function's answer; a status outside 2xx is a failure.
+#[derive(Clone, Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl Response {
+    pub fn new(status: u16, content_type: &str, body: impl Into<Bytes>) -> Self {
+        Response {
+            status,
+            headers: vec![("Content-Type".to_owned(), content_type.to_owned())],
+            body: body.into(),
+        }
+    }
+
+    pub fn bad_request(message: &str) -> Self {
+        Response::new(400, "text/plain; charset=utf-8", format!("{message}\n"))
+    }
+}
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A function the worker can run. CPU-heavy bodies must move their work to a blocking thread
+/// (`tokio::task::spawn_blocking`) so the worker keeps its lease alive meanwhile.
+pub trait Function: Send + Sync {
+    fn call(&self, request: Request) -> BoxFuture<'_, Response>;
+}
+
+/// The names `lang: builtin` accepts as `handler`.
+pub const BUILTINS: [&str; 3] = ["echo", "sleep", "inspect"];
+
+/// The built-in function called `handler`, if there is one.
+pub fn builtin(handler: &str) -> Option<Arc<dyn Function>> {
+    match handler {
+        "echo" => Some(Arc::new(echo::Echo)),
+        "sleep" => Some(Arc::new(sleep::Sleep)),
+        "inspect" => Some(Arc::new(inspect::Inspect)),
+        _ => None,
+    }
+}

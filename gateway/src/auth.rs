@@ -1,0 +1,50 @@
+//! HTTP basic auth in front of `/system/*`.
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::Response;
+use base64::Engine;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+pub async fn require(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let expected = &state.settings.credentials;
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b64| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .ok()
+        })
+        .and_then(|raw| String::from_utf8(raw).ok());
+    let ok = given
+        .as_deref()
+        .and_then(|g| g.split_once(':'))
+        .is_some_and(|(user, password)| {
+            // Both compared in full so the time taken says nothing about which part was wrong.
+            constant_time_eq(user.as_bytes(), expected.user.as_bytes())
+                & constant_time_eq(password.as_bytes(), expected.password.as_bytes())
+        });
+    if ok {
+        Ok(next.run(request).await)
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in a.iter().enumerate() {
+        diff |= usize::from(x ^ b.get(i).copied().unwrap_or(0));
+    }
+    diff == 0
+}

@@ -1,0 +1,139 @@
+//! The gateway's one error type: every failure a client can see, with its status code and a
+//! stable snake_case `code` (listed in the README). Internal details are logged, not sent.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("no function named {0:?} is deployed")]
+    FunctionNotFound(String),
+    #[error("no invocation with id {0}")]
+    InvocationNotFound(String),
+    #[error("no route {0}")]
+    RouteNotFound(String),
+    #[error("method {method} is not allowed here; allowed: {allowed}")]
+    MethodNotAllowed {
+        method: String,
+        allowed: &'static str,
+    },
+    #[error("request body is larger than the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("could not read the request body: {0}")]
+    BadBody(String),
+    #[error("invalid X-Callback-Url: {0}")]
+    InvalidCallbackUrl(String),
+    #[error("invalid X-Call-Id: {0}")]
+    InvalidCallId(String),
+    #[error("invalid query parameter {param}: {message}")]
+    InvalidQuery {
+        param: &'static str,
+        message: String,
+    },
+    #[error("authentication required")]
+    Unauthorized,
+    #[error("the call has not finished yet (status {0})")]
+    NotFinished(String),
+    #[error("the call did not finish within {0} s; it carries on asynchronously")]
+    SyncTimeout(u64),
+    #[error("the queue (NATS JetStream) is unavailable; the call was not accepted")]
+    QueueUnavailable,
+    #[error("the database is unavailable")]
+    DatabaseUnavailable,
+    #[error("the call may have been accepted but is not recorded yet; retry shortly")]
+    NotYetRecorded,
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::FunctionNotFound(_) => "function_not_found",
+            ApiError::InvocationNotFound(_) => "invocation_not_found",
+            ApiError::RouteNotFound(_) => "route_not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::BadBody(_) => "bad_body",
+            ApiError::InvalidCallbackUrl(_) => "invalid_callback_url",
+            ApiError::InvalidCallId(_) => "invalid_call_id",
+            ApiError::InvalidQuery { .. } => "invalid_query",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::NotFinished(_) => "not_finished",
+            ApiError::SyncTimeout(_) => "sync_timeout",
+            ApiError::QueueUnavailable => "queue_unavailable",
+            ApiError::DatabaseUnavailable => "database_unavailable",
+            ApiError::NotYetRecorded => "not_yet_recorded",
+            ApiError::Internal => "internal",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::FunctionNotFound(_)
+            | ApiError::InvocationNotFound(_)
+            | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BadBody(_)
+            | ApiError::InvalidCallbackUrl(_)
+            | ApiError::InvalidCallId(_)
+            | ApiError::InvalidQuery { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFinished(_) => StatusCode::CONFLICT,
+            ApiError::SyncTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::QueueUnavailable
+            | ApiError::DatabaseUnavailable
+            | ApiError::NotYetRecorded => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<fjord_common::Error> for ApiError {
+    fn from(e: fjord_common::Error) -> Self {
+        match e {
+            fjord_common::Error::Database(e) => {
+                tracing::warn!(error = %e, "database error");
+                ApiError::DatabaseUnavailable
+            }
+            fjord_common::Error::Nats(e) => {
+                tracing::warn!(error = %e, "NATS error");
+                ApiError::QueueUnavailable
+            }
+            other => {
+                tracing::error!(error = %other, "internal error");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = Json(json!({"code": self.code(), "message": self.to_string()}));
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            ApiError::MethodNotAllowed { allowed, .. } => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(allowed));
+            }
+            ApiError::Unauthorized => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"fjord\""),
+                );
+            }
+            ApiError::QueueUnavailable
+            | ApiError::DatabaseUnavailable
+            | ApiError::NotYetRecorded => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        response
+    }
+}

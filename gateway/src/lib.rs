@@ -1,0 +1,83 @@
+//! `fjord-gateway`: the thin HTTP ingress. It validates calls, writes them to JetStream and
+//! answers 202 once JetStream has acknowledged them; it never runs functions and its write path
+//! never touches PostgreSQL. It reads PostgreSQL for status and results and JetStream for live
+//! queue depth.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod functions;
+pub mod routes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use fjord_common::queue::Queue;
+use fjord_common::store::Store;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use config::Credentials;
+pub use config::GatewayConfig;
+use functions::Functions;
+
+/// Everything a request handler needs; cheap to clone (one per request).
+#[derive(Clone)]
+pub struct AppState {
+    pub queue: Queue,
+    pub store: Store,
+    pub functions: Functions,
+    pub settings: Arc<Settings>,
+}
+
+/// The parts of the configuration handlers read.
+pub struct Settings {
+    pub max_body: usize,
+    pub sync_timeout: Duration,
+    pub publish_timeout: Duration,
+    pub read_wait: Duration,
+    pub credentials: Credentials,
+}
+
+impl AppState {
+    /// Connects to NATS (creating the stream if needed), opens the read pool lazily and starts
+    /// following the function registry.
+    pub async fn build(
+        config: &GatewayConfig,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let credentials = config.credentials().map_err(anyhow::Error::msg)?;
+        let queue = Queue::connect(&config.nats.nats_url, config.nats.names()?).await?;
+        let store = Store::connect(&config.database_url, config.db_pool).await?;
+        let functions = Functions::follow(&queue, shutdown).await?;
+        Ok(AppState {
+            queue,
+            store,
+            functions,
+            settings: Arc::new(Settings {
+                max_body: config.max_body,
+                sync_timeout: Duration::from_secs(config.sync_timeout),
+                publish_timeout: config.publish_timeout,
+                read_wait: config.read_wait,
+                credentials,
+            }),
+        })
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    routes::router(state)
+}
+
+/// Serves until `shutdown` fires, then finishes in-flight requests. Binding happens outside so
+/// tests can listen on port 0.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}

@@ -1,0 +1,243 @@
+//! `/async-function/{name}[/{path}]` and `/function/{name}[/{path}]`: accept a call, write it
+//! to JetStream, and answer 202 (async) or the function's response (sync).
+
+use std::collections::HashMap;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use fjord_common::invocation::{self, BodyRef, CallMeta, Event, now_ns};
+use fjord_common::{CallId, FunctionName};
+use futures::StreamExt;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Everything about an accepted call that the response needs.
+struct Accepted {
+    call_id: CallId,
+    start_time_ns: i64,
+}
+
+/// Validates the request and builds its meta; the call is not yet published.
+async fn prepare(
+    state: &AppState,
+    params: &HashMap<String, String>,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(CallMeta, Bytes), ApiError> {
+    let raw_name = params.get("name").map(String::as_str).unwrap_or_default();
+    let name: FunctionName = raw_name
+        .parse()
+        .map_err(|_| ApiError::FunctionNotFound(raw_name.to_owned()))?;
+    if state.functions.get(&name).await?.is_none() {
+        return Err(ApiError::FunctionNotFound(name.to_string()));
+    }
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(state.settings.max_body)
+        } else {
+            ApiError::BadBody(rejection.body_text())
+        }
+    })?;
+    let call_id = match headers.get("x-call-id") {
+        None => CallId::new(),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| ApiError::InvalidCallId("must be a UUID".into()))?,
+    };
+    let callback_url = match headers.get("x-callback-url") {
+        None => None,
+        Some(v) => Some(callback_url(v)?),
+    };
+    let path = match params.get("path") {
+        Some(p) => format!("/{p}"),
+        None => "/".to_owned(),
+    };
+    let meta = CallMeta {
+        call_id,
+        function: name,
+        method: method.to_string(),
+        path,
+        query: uri.query().unwrap_or_default().to_owned(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        callback_url,
+        start_time_ns: now_ns(),
+        body: BodyRef::Inline,
+    };
+    Ok((meta, body))
+}
+
+/// An absolute http(s) URL with a host. Where it may point is checked by the callback
+/// dispatcher.
+fn callback_url(value: &HeaderValue) -> Result<String, ApiError> {
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::InvalidCallbackUrl("not visible ASCII".into()))?;
+    let url = url::Url::parse(text)
+        .map_err(|e| ApiError::InvalidCallbackUrl(format!("{text:?}: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ApiError::InvalidCallbackUrl(format!(
+            "scheme {:?} is not http or https",
+            url.scheme()
+        )));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(ApiError::InvalidCallbackUrl("no host".into()));
+    }
+    Ok(url.to_string())
+}
+
+/// Publishes and waits for JetStream's acknowledgement, bounded so a lost NATS answers 503
+/// quickly instead of hanging the client.
+async fn publish(state: &AppState, meta: CallMeta, body: Bytes) -> Result<Accepted, ApiError> {
+    if !matches!(
+        state.queue.client.connection_state(),
+        async_nats::connection::State::Connected
+    ) {
+        return Err(ApiError::QueueUnavailable);
+    }
+    let accepted = Accepted {
+        call_id: meta.call_id,
+        start_time_ns: meta.start_time_ns,
+    };
+    match tokio::time::timeout(
+        state.settings.publish_timeout,
+        state.queue.publish_call(meta, body),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(accepted),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, call.id = %accepted.call_id, "publish failed");
+            Err(ApiError::QueueUnavailable)
+        }
+        Err(_) => {
+            tracing::warn!(call.id = %accepted.call_id, "publish not acknowledged in time");
+            Err(ApiError::QueueUnavailable)
+        }
+    }
+}
+
+fn call_headers(response: &mut Response, accepted: &Accepted) {
+    let headers = response.headers_mut();
+    headers.insert(
+        "x-call-id",
+        HeaderValue::from_str(&accepted.call_id.to_string()).expect("uuid is ASCII"),
+    );
+    headers.insert("x-start-time", HeaderValue::from(accepted.start_time_ns));
+}
+
+pub async fn asynchronous(
+    State(state): State<AppState>,
+    Path(params): Path<HashMap<String, String>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    if method != Method::POST {
+        return Err(ApiError::MethodNotAllowed {
+            method: method.to_string(),
+            allowed: "POST",
+        });
+    }
+    let (meta, body) = prepare(&state, &params, &method, &uri, &headers, body).await?;
+    let accepted = publish(&state, meta, body).await?;
+    let mut response = StatusCode::ACCEPTED.into_response();
+    call_headers(&mut response, &accepted);
+    Ok(response)
+}
+
+/// Headers of the function's response that describe the transport, not the content.
+const HOP_BY_HOP: [&str; 4] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+];
+
+pub async fn synchronous(
+    State(state): State<AppState>,
+    Path(params): Path<HashMap<String, String>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let (meta, body) = prepare(&state, &params, &method, &uri, &headers, body).await?;
+    // Subscribe before publishing so the outcome cannot slip past.
+    let mut events = state
+        .queue
+        .client
+        .subscribe(state.queue.names.events_of(meta.call_id))
+        .await
+        .map_err(|_| ApiError::QueueUnavailable)?;
+    let accepted = publish(&state, meta, body).await?;
+    let deadline = tokio::time::Instant::now() + state.settings.sync_timeout;
+    let finished = loop {
+        match tokio::time::timeout_at(deadline, events.next()).await {
+            Err(_) => {
+                let mut response =
+                    ApiError::SyncTimeout(state.settings.sync_timeout.as_secs()).into_response();
+                call_headers(&mut response, &accepted);
+                return Ok(response);
+            }
+            Ok(None) => return Err(ApiError::QueueUnavailable),
+            Ok(Some(message)) => {
+                if let Ok((Event::Finished(f), inline)) =
+                    invocation::decode::<Event>(&message.payload)
+                {
+                    break (f, inline);
+                }
+            }
+        }
+    };
+    let (finished, inline) = finished;
+    let body = match state.queue.load_body(&finished.body, inline).await {
+        Ok(body) => body,
+        // The recorder moves large results into PostgreSQL and deletes the object.
+        Err(_) => match state.store.result(accepted.call_id).await? {
+            Some(row) => Bytes::from(row.body),
+            None => return Err(ApiError::Internal),
+        },
+    };
+    let status = StatusCode::from_u16(finished.function_status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut response = Response::builder()
+        .status(status)
+        .body(Body::from(body))
+        .map_err(|_| ApiError::Internal)?;
+    for (k, v) in &finished.headers {
+        if HOP_BY_HOP.contains(&k.to_ascii_lowercase().as_str()) {
+            continue;
+        }
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::try_from(k.as_str()),
+            HeaderValue::try_from(v.as_str()),
+        ) {
+            response.headers_mut().append(k, v);
+        }
+    }
+    call_headers(&mut response, &accepted);
+    if let Some(started) = finished.started_ns {
+        let seconds = (finished.finished_ns - started) as f64 / 1e9;
+        if let Ok(v) = HeaderValue::from_str(&format!("{seconds:.6}")) {
+            response.headers_mut().insert("x-duration-seconds", v);
+        }
+    }
+    Ok(response)
+}

@@ -1,0 +1,45 @@
+//! The gateway's routes. Invocation routes are open (as in OpenFaaS); `/system/*` is behind
+//! basic auth; `/healthz` is open.
+
+mod invoke;
+mod queues;
+mod status;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, Uri};
+use axum::routing::{any, get};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+pub fn router(state: AppState) -> Router {
+    let system = Router::new()
+        .route("/system/invocations", get(status::list))
+        .route("/system/invocations/{call_id}", get(status::get))
+        .route("/system/invocations/{call_id}/result", get(status::result))
+        .route("/system/queues", get(queues::list))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::require,
+        ));
+    Router::new()
+        .route("/async-function/{name}", any(invoke::asynchronous))
+        .route("/async-function/{name}/", any(invoke::asynchronous))
+        .route("/async-function/{name}/{*path}", any(invoke::asynchronous))
+        .route("/function/{name}", any(invoke::synchronous))
+        .route("/function/{name}/", any(invoke::synchronous))
+        .route("/function/{name}/{*path}", any(invoke::synchronous))
+        .route("/healthz", get(healthz))
+        .merge(system)
+        .fallback(|uri: Uri| async move { ApiError::RouteNotFound(uri.path().to_owned()) })
+        .layer(DefaultBodyLimit::max(state.settings.max_body))
+        .with_state(state)
+}
+
+async fn healthz(State(state): State<AppState>) -> (StatusCode, &'static str) {
+    match state.queue.client.connection_state() {
+        async_nats::connection::State::Connected => (StatusCode::OK, "OK"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "NATS disconnected"),
+    }
+}

@@ -1,0 +1,61 @@
+//! `/system/queues`: live queue figures per function, from JetStream consumer info, and the
+//! number of workers that answer a head count on the function's ping subject.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use fjord_common::FunctionName;
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// How long replies to a head count are collected.
+const PING_WINDOW: Duration = Duration::from_millis(50);
+
+async fn count_workers(state: &AppState, function: &FunctionName) -> Result<usize, ApiError> {
+    let client = &state.queue.client;
+    let inbox = client.new_inbox();
+    let mut replies = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|_| ApiError::QueueUnavailable)?;
+    client
+        .publish_with_reply(state.queue.names.ping(function), inbox, bytes::Bytes::new())
+        .await
+        .map_err(|_| ApiError::QueueUnavailable)?;
+    let mut count = 0;
+    let deadline = tokio::time::Instant::now() + PING_WINDOW;
+    while let Ok(Some(reply)) = tokio::time::timeout_at(deadline, replies.next()).await {
+        // With nobody listening the server answers once with a "no responders" status.
+        if reply.status.is_none() {
+            count += 1;
+        }
+    }
+    Ok(count)
+}
+
+pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let functions = state.functions.list();
+    let rows = futures::future::join_all(functions.iter().map(|spec| {
+        let state = state.clone();
+        async move {
+            let stats = state.queue.stats(&spec.name).await?;
+            let workers = count_workers(&state, &spec.name).await?;
+            Ok::<_, ApiError>(json!({
+                "function": spec.name,
+                "pending": stats.pending,
+                "in_flight": stats.in_flight,
+                "redelivered": stats.redelivered,
+                "workers": workers,
+                "oldest_pending_seconds": stats.oldest_pending_seconds,
+            }))
+        }
+    }))
+    .await;
+    Ok(Json(Value::Array(
+        rows.into_iter().collect::<Result<_, _>>()?,
+    )))
+}

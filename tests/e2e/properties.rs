@@ -1,0 +1,164 @@
+//! The properties the core path promises: no execution time limit, redelivery after a crash,
+//! workers that need no database, one record per accepted call.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use fjord_tests::{Options, Platform, wait_for};
+use futures::StreamExt;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+#[tokio::test]
+async fn a_call_running_five_times_the_lease_is_neither_redelivered_nor_duplicated() {
+    let mut p = Platform::start_with(Options {
+        ack_wait: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await;
+    let spec = p.deploy("sleep", "sleep").await;
+    p.start_worker(&spec).await;
+    p.start_worker(&spec).await;
+    let r = p
+        .post("/async-function/sleep?ms=5000")
+        .send()
+        .await
+        .unwrap();
+    let id = r.headers()["x-call-id"].to_str().unwrap().to_owned();
+    let s = p.wait_final(&id, Duration::from_secs(20)).await;
+    assert_eq!(s["status"], "succeeded");
+    assert_eq!(s["attempts"], 1, "{s}");
+    assert!(s["duration_seconds"].as_f64().unwrap() >= 5.0);
+    let info = p
+        .queue
+        .function_consumer(&"sleep".parse().unwrap())
+        .await
+        .unwrap()
+        .get_info()
+        .await
+        .unwrap();
+    assert_eq!(info.num_redelivered, 0);
+    assert_eq!(
+        info.delivered.consumer_sequence, 1,
+        "delivered exactly once"
+    );
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_call_is_replaced_and_the_call_completes_once() {
+    let p = Platform::start_with(Options {
+        ack_wait: Duration::from_secs(2),
+        ..Default::default()
+    })
+    .await;
+    p.deploy("sleep", "sleep").await;
+    let mut first = p.spawn_worker("sleep");
+    let r = p
+        .post("/async-function/sleep?ms=3000")
+        .body("payload")
+        .send()
+        .await
+        .unwrap();
+    let id = r.headers()["x-call-id"].to_str().unwrap().to_owned();
+    wait_for("the call to start", Duration::from_secs(20), || async {
+        (p.status(&id).await["status"] == "running").then_some(())
+    })
+    .await;
+    kill(Pid::from_raw(first.id().unwrap() as i32), Signal::SIGKILL).unwrap();
+    first.wait().await.unwrap();
+    let mut second = p.spawn_worker("sleep");
+    let s = p.wait_final(&id, Duration::from_secs(30)).await;
+    assert_eq!(s["status"], "succeeded", "{s}");
+    assert_eq!(s["attempts"], 2, "{s}");
+    let results: i64 = sqlx::query_scalar("SELECT count(*) FROM results")
+        .fetch_one(p.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(results, 1);
+    let r = p
+        .system(&format!("/system/invocations/{id}/result"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "payload");
+    second.start_kill().unwrap();
+}
+
+#[tokio::test]
+async fn workers_use_no_database_connections() {
+    let p = Platform::start_with(Options {
+        recorder: false,
+        ..Default::default()
+    })
+    .await;
+    p.deploy("echo", "echo").await;
+    let mut control = p
+        .worker_command()
+        .args(["control", "--no-spawn"])
+        .env("FJORD_CONTROL_DB_POOL", "2")
+        .spawn()
+        .unwrap();
+    let mut workers: Vec<_> = (0..6)
+        .map(|_| {
+            p.worker_command()
+                .env_remove("DATABASE_URL")
+                .args(["run", "--function", "echo"])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let ids: Vec<String> = futures::stream::iter(0..300)
+        .map(|i| p.call_async("echo", format!("{i}")))
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    for id in &ids {
+        p.wait_final(id, Duration::from_secs(30)).await;
+    }
+    let connections: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()",
+    )
+    .fetch_one(p.store.pool())
+    .await
+    .unwrap();
+    // The gateway's read pool (4) and the control process's pool (2), whatever the workers.
+    assert!(connections <= 6, "{connections} connections with 6 workers");
+    for w in workers.iter_mut() {
+        w.start_kill().unwrap();
+    }
+    control.start_kill().unwrap();
+}
+
+#[tokio::test]
+async fn thousands_of_concurrent_calls_make_exactly_one_record_each() {
+    let mut p = Platform::start().await;
+    let spec = p.deploy("echo", "echo").await;
+    p.start_worker(&spec).await;
+    p.start_worker(&spec).await;
+    let ids: Vec<String> = futures::stream::iter(0..3000)
+        .map(|i| p.call_async("echo", format!("call {i}")))
+        .buffer_unordered(256)
+        .collect()
+        .await;
+    let accepted: HashSet<_> = ids.iter().cloned().collect();
+    assert_eq!(accepted.len(), 3000, "every 202 has its own id");
+    let rows = wait_for(
+        "every call to be recorded as succeeded",
+        Duration::from_secs(60),
+        || async {
+            let rows: Vec<(uuid::Uuid, String)> =
+                sqlx::query_as("SELECT call_id, status FROM invocations")
+                    .fetch_all(p.store.pool())
+                    .await
+                    .unwrap();
+            rows.iter()
+                .all(|(_, s)| s == "succeeded")
+                .then_some(rows)
+                .filter(|r| r.len() >= 3000)
+        },
+    )
+    .await;
+    let recorded: HashSet<_> = rows.iter().map(|(id, _)| id.to_string()).collect();
+    assert_eq!(rows.len(), 3000, "one row per call");
+    assert_eq!(recorded, accepted);
+}

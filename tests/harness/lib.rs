@@ -1,0 +1,491 @@
+//! The end-to-end test harness. Each test gets its own PostgreSQL database (created, migrated,
+//! dropped) and its own NATS prefix (stream, subjects, consumers, buckets: deleted at the end),
+//! so tests run in parallel against one NATS server and one PostgreSQL server.
+//!
+//! Servers: `NATS_URL` / `DATABASE_URL` when set; else the standard local ports when they answer;
+//! else throwaway `nats-server` / PostgreSQL processes started here. Tests that must kill a
+//! server start their own with [`fjord_common::services`].
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use fjord_common::queue::{ConsumerSettings, Names, Queue};
+use fjord_common::registry::Registry;
+use fjord_common::services::{LocalNats, LocalPostgres};
+use fjord_common::stack::FunctionSpec;
+use fjord_common::store::{self, Store};
+use fjord_gateway::config::Credentials;
+use fjord_gateway::{AppState, Settings};
+use fjord_worker::worker::{self, WorkerOptions};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub const USER: &str = "admin";
+pub const PASSWORD: &str = "test-password";
+
+/// A unique, short id for names.
+pub fn unique(tag: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{tag}{}", &id[..12])
+}
+
+/// An HTTP client (installs the TLS crypto provider reqwest needs first).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .unwrap()
+}
+
+/// Whether a test that needs something optional must fail instead of skipping.
+pub fn require_all() -> bool {
+    std::env::var("FJORD_REQUIRE_ALL").is_ok_and(|v| v == "1")
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn answers(port: u16) -> bool {
+    tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_ok()
+}
+
+/// Servers started by this test process when none was configured or running.
+struct OwnServers {
+    _nats: Option<LocalNats>,
+    _postgres: Option<LocalPostgres>,
+    nats_url: String,
+    admin_url: String,
+}
+
+static SERVERS: tokio::sync::OnceCell<OwnServers> = tokio::sync::OnceCell::const_new();
+
+async fn servers() -> &'static OwnServers {
+    SERVERS
+        .get_or_init(|| async {
+            let scratch = std::env::temp_dir().join(unique("fjord-harness-"));
+            let (nats, nats_url) = match std::env::var("NATS_URL") {
+                Ok(url) => (None, url),
+                Err(_) if answers(4222).await => (None, "nats://127.0.0.1:4222".to_owned()),
+                Err(_) => {
+                    let n = LocalNats::start(&scratch.join("nats"), 0)
+                        .await
+                        .expect("starting nats-server");
+                    let url = n.url();
+                    (Some(n), url)
+                }
+            };
+            let (postgres, admin_url) = match std::env::var("DATABASE_URL") {
+                Ok(url) => (None, url),
+                Err(_) if answers(5432).await => (
+                    None,
+                    "postgres://postgres@127.0.0.1:5432/postgres".to_owned(),
+                ),
+                Err(_) => {
+                    let p = LocalPostgres::start(&scratch.join("postgres"), 0)
+                        .await
+                        .expect("starting PostgreSQL");
+                    let url = p.url("postgres");
+                    (Some(p), url)
+                }
+            };
+            OwnServers {
+                _nats: nats,
+                _postgres: postgres,
+                nats_url,
+                admin_url,
+            }
+        })
+        .await
+}
+
+pub async fn nats_url() -> String {
+    servers().await.nats_url.clone()
+}
+
+/// A database of this test's own, dropped when the value is dropped.
+pub struct TestDb {
+    pub url: String,
+    admin_url: String,
+    name: String,
+}
+
+/// `url` with its database replaced.
+fn with_database(url: &str, database: &str) -> String {
+    let mut u = url::Url::parse(url).expect("database URL");
+    u.set_path(&format!("/{database}"));
+    u.to_string()
+}
+
+impl TestDb {
+    /// Creates and migrates a fresh database on the server at `admin_url`.
+    pub async fn create_on(admin_url: &str) -> TestDb {
+        let name = unique("fjord_t_");
+        let admin = sqlx::PgPool::connect(admin_url)
+            .await
+            .expect("connecting to PostgreSQL");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .expect("creating the test database");
+        admin.close().await;
+        let url = with_database(admin_url, &name);
+        store::migrate(&url).await.expect("migrating");
+        TestDb {
+            url,
+            admin_url: admin_url.to_owned(),
+            name,
+        }
+    }
+
+    pub async fn create() -> TestDb {
+        Self::create_on(&servers().await.admin_url).await
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        blocking_cleanup(async move {
+            if let Ok(admin) = sqlx::PgPool::connect(&admin_url).await {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&admin)
+                .await;
+            }
+        });
+    }
+}
+
+/// Runs async cleanup from `Drop` (also while unwinding from a failed assertion).
+fn blocking_cleanup<F: std::future::Future<Output = ()> + Send + 'static>(cleanup: F) {
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(10), cleanup).await;
+        });
+    })
+    .join();
+}
+
+/// How a test wants its platform.
+#[derive(Clone)]
+pub struct Options {
+    pub nats_url: Option<String>,
+    pub admin_database_url: Option<String>,
+    pub max_body: usize,
+    pub sync_timeout: Duration,
+    pub publish_timeout: Duration,
+    pub read_wait: Duration,
+    /// Lease length of function consumers created by [`Platform::deploy`].
+    pub ack_wait: Duration,
+    /// Run the recorder in this process.
+    pub recorder: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            nats_url: None,
+            admin_database_url: None,
+            max_body: 33_554_432,
+            sync_timeout: Duration::from_secs(30),
+            publish_timeout: Duration::from_millis(1500),
+            read_wait: Duration::from_secs(1),
+            ack_wait: Duration::from_secs(30),
+            recorder: true,
+        }
+    }
+}
+
+/// A whole installation for one test: gateway (on an ephemeral port) and recorder in this
+/// process, workers in this process or as `fjord-worker` processes.
+pub struct Platform {
+    pub prefix: String,
+    pub nats_url: String,
+    pub queue: Queue,
+    pub store: Store,
+    pub db: TestDb,
+    pub url: String,
+    pub http: reqwest::Client,
+    pub options: Options,
+    shutdown: CancellationToken,
+    workers: Vec<CancellationToken>,
+}
+
+impl Platform {
+    pub async fn start() -> Platform {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> Platform {
+        fjord_common::telemetry::init();
+        let nats_url = match &options.nats_url {
+            Some(u) => u.clone(),
+            None => nats_url().await,
+        };
+        let db = match &options.admin_database_url {
+            Some(u) => TestDb::create_on(u).await,
+            None => TestDb::create().await,
+        };
+        let prefix = unique("t");
+        let queue = Queue::connect(&nats_url, Names::new(&prefix).unwrap())
+            .await
+            .expect("NATS");
+        let store = Store::connect(&db.url, 4).await.unwrap();
+        let shutdown = CancellationToken::new();
+        let url = serve_gateway(&queue, &store, &options, shutdown.clone()).await;
+        if options.recorder {
+            tokio::spawn(fjord_worker::recorder::run(
+                queue.clone(),
+                store.clone(),
+                shutdown.clone(),
+            ));
+        }
+        Platform {
+            prefix,
+            nats_url,
+            queue,
+            store,
+            db,
+            url,
+            http: http_client(),
+            options,
+            shutdown,
+            workers: Vec::new(),
+        }
+    }
+
+    /// Another gateway on the same installation (its own NATS connection, no recorder), as a
+    /// second instance behind a load balancer would be. Returns its base URL.
+    pub async fn second_gateway(&self) -> String {
+        let queue = Queue::connect(&self.nats_url, Names::new(&self.prefix).unwrap())
+            .await
+            .unwrap();
+        let store = Store::connect(&self.db.url, 2).await.unwrap();
+        serve_gateway(&queue, &store, &self.options, self.shutdown.clone()).await
+    }
+
+    /// Deploys a built-in function under `name`.
+    pub async fn deploy(&self, name: &str, handler: &str) -> FunctionSpec {
+        self.deploy_spec(spec(name, handler)).await
+    }
+
+    pub async fn deploy_spec(&self, spec: FunctionSpec) -> FunctionSpec {
+        let registry = Registry::open(&self.queue).await.unwrap();
+        let settings = ConsumerSettings::for_spec(&spec, self.options.ack_wait).unwrap();
+        registry
+            .deploy(&self.queue, &spec, &settings)
+            .await
+            .unwrap();
+        spec
+    }
+
+    /// Starts an in-process worker for a deployed function; it stops with the platform.
+    pub async fn start_worker(&mut self, spec: &FunctionSpec) -> CancellationToken {
+        let token = self.shutdown.child_token();
+        let options = WorkerOptions {
+            max_inflight: spec.max_inflight().unwrap() as usize,
+            drain_grace: Duration::from_secs(5),
+        };
+        tokio::spawn(worker::run(
+            self.queue.clone(),
+            spec.clone(),
+            options,
+            token.clone(),
+        ));
+        self.workers.push(token.clone());
+        token
+    }
+
+    /// A `fjord-worker` command set up for this platform (the caller adds arguments).
+    pub fn worker_command(&self) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(bin("fjord-worker"));
+        c.env("NATS_URL", &self.nats_url)
+            .env("FJORD_NATS_PREFIX", &self.prefix)
+            .env("DATABASE_URL", &self.db.url)
+            .env("FJORD_DRAIN_GRACE", "5s")
+            .kill_on_drop(true);
+        c
+    }
+
+    /// Starts a worker process for a function.
+    pub fn spawn_worker(&self, function: &str) -> tokio::process::Child {
+        self.worker_command()
+            .args(["run", "--function", function])
+            .spawn()
+            .expect("starting fjord-worker")
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.post(format!("{}{path}", self.url))
+    }
+
+    pub fn system(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .basic_auth(USER, Some(PASSWORD))
+    }
+
+    /// POSTs an async call and returns its id (asserting 202).
+    pub async fn call_async(&self, function: &str, body: impl Into<reqwest::Body>) -> String {
+        let r = self
+            .post(&format!("/async-function/{function}"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            202,
+            "async call to {function}: {:?}",
+            r.text().await
+        );
+        r.headers()["x-call-id"].to_str().unwrap().to_owned()
+    }
+
+    /// The status JSON of a call (asserting 200).
+    pub async fn status(&self, call_id: &str) -> Value {
+        let r = self
+            .system(&format!("/system/invocations/{call_id}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "status of {call_id}");
+        r.json().await.unwrap()
+    }
+
+    /// Waits until the call is in one of the final states and returns its status JSON.
+    pub async fn wait_final(&self, call_id: &str, timeout: Duration) -> Value {
+        wait_for(&format!("call {call_id} to finish"), timeout, || async {
+            let s = self.status(call_id).await;
+            let status = s["status"].as_str().unwrap_or_default().to_owned();
+            ["succeeded", "failed", "dead", "cancelled"]
+                .contains(&status.as_str())
+                .then_some(s)
+        })
+        .await
+    }
+
+    pub fn stop_workers(&mut self) {
+        for w in self.workers.drain(..) {
+            w.cancel();
+        }
+    }
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        let nats_url = self.nats_url.clone();
+        let prefix = self.prefix.clone();
+        blocking_cleanup(async move {
+            if let Ok(client) = async_nats::connect(&nats_url).await {
+                let js = async_nats::jetstream::new(client);
+                for stream in [
+                    format!("{prefix}_calls"),
+                    format!("KV_{prefix}_functions"),
+                    format!("OBJ_{prefix}_bodies"),
+                ] {
+                    let _ = js.delete_stream(stream).await;
+                }
+            }
+        });
+    }
+}
+
+/// Serves a gateway on an ephemeral port until `shutdown`; returns its base URL.
+async fn serve_gateway(
+    queue: &Queue,
+    store: &Store,
+    options: &Options,
+    shutdown: CancellationToken,
+) -> String {
+    let functions = fjord_gateway::functions::Functions::follow(queue, shutdown.clone())
+        .await
+        .unwrap();
+    let state = AppState {
+        queue: queue.clone(),
+        store: store.clone(),
+        functions,
+        settings: std::sync::Arc::new(Settings {
+            max_body: options.max_body,
+            sync_timeout: options.sync_timeout,
+            publish_timeout: options.publish_timeout,
+            read_wait: options.read_wait,
+            credentials: Credentials {
+                user: USER.into(),
+                password: PASSWORD.into(),
+            },
+        }),
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(fjord_gateway::serve(listener, state, shutdown));
+    url
+}
+
+/// A built-in function definition.
+pub fn spec(name: &str, handler: &str) -> FunctionSpec {
+    FunctionSpec {
+        name: name.parse().unwrap(),
+        lang: "builtin".into(),
+        handler: handler.into(),
+        image: None,
+        environment: Default::default(),
+        labels: Default::default(),
+        annotations: Default::default(),
+    }
+}
+
+/// Path of a workspace binary, built once per test process (cargo's lock serialises parallel
+/// test processes; a no-op build takes a moment).
+pub fn bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test exe");
+        // target/<profile>/deps/e2e-<hash>
+        let profile_dir = exe
+            .parent()
+            .and_then(|p| p.parent())
+            .expect("target dir")
+            .to_path_buf();
+        let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = std::process::Command::new(cargo);
+        build
+            .current_dir(&workspace)
+            .args(["build", "--quiet", "--workspace", "--bins"]);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("running cargo build");
+        assert!(status.success(), "building the binaries failed");
+        profile_dir
+    });
+    dir.join(name)
+}

@@ -1,0 +1,175 @@
+//! The recorder: consumes every message of the installation's stream (invocations and outcome
+//! events) and applies them to PostgreSQL in batches, one transaction per batch, acknowledging
+//! only after the commit. While PostgreSQL is away it holds its batch and retries; the stream
+//! keeps everything meanwhile, so intake never depends on the database.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{AckKind, Message};
+use bytes::Bytes;
+use fjord_common::invocation::{self, BodyRef, CallMeta, Event, SCHEMA_VERSION};
+use fjord_common::queue::Queue;
+use fjord_common::store::{Batch, Started, Store};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+/// Messages applied in one transaction at most.
+const MAX_BATCH: usize = 2000;
+
+pub async fn run(
+    queue: Queue,
+    store: Store,
+    shutdown: CancellationToken,
+) -> Result<(), fjord_common::Error> {
+    let consumer = queue.recorder_consumer().await?;
+    let messages = consumer
+        .stream()
+        .max_messages_per_batch(MAX_BATCH)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await
+        .map_err(fjord_common::Error::nats)?;
+    let mut chunks = messages.ready_chunks(MAX_BATCH);
+    info!("recorder started");
+    loop {
+        let chunk = tokio::select! {
+            chunk = chunks.next() => chunk,
+            _ = shutdown.cancelled() => break,
+        };
+        let Some(chunk) = chunk else { break };
+        let mut messages = Vec::with_capacity(chunk.len());
+        for m in chunk {
+            match m {
+                Ok(m) => messages.push(m),
+                Err(e) => warn!(error = %e, "recorder pull interrupted"),
+            }
+        }
+        if messages.is_empty() {
+            continue;
+        }
+        if !record(&queue, &store, messages, &shutdown).await {
+            break;
+        }
+    }
+    info!("recorder stopped");
+    Ok(())
+}
+
+/// Applies one chunk; `false` when shutdown interrupted the retries (nothing was acked).
+async fn record(
+    queue: &Queue,
+    store: &Store,
+    messages: Vec<Message>,
+    shutdown: &CancellationToken,
+) -> bool {
+    let mut batch = Batch::default();
+    let mut objects = Vec::new();
+    let mut applied = Vec::with_capacity(messages.len());
+    for message in messages {
+        if invocation::schema_version(message.headers.as_ref()) != SCHEMA_VERSION {
+            warn!(subject = %message.subject, "message has a schema version this recorder does not understand; leaving it");
+            let _ = message
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+                .await;
+            continue;
+        }
+        let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+        let is_event = message
+            .subject
+            .as_str()
+            .starts_with(&format!("{}.event.", queue.names.prefix()));
+        let parsed = if is_event {
+            add_event(queue, &mut batch, &mut objects, &message.payload).await
+        } else {
+            invocation::decode::<CallMeta>(&message.payload)
+                .map(|(meta, _)| batch.invoked.push((meta, seq)))
+        };
+        match parsed {
+            Ok(()) => applied.push(message),
+            Err(e) => {
+                error!(error = %e, subject = %message.subject, "unrecordable message; terminating it");
+                let _ = message.ack_with(AckKind::Term).await;
+            }
+        }
+    }
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match store.apply(&batch).await {
+            Ok(recorded) => {
+                debug!(
+                    messages = applied.len(),
+                    finals = recorded.len(),
+                    "batch recorded"
+                );
+                let late = batch.finished.len() - recorded.len();
+                if late > 0 {
+                    debug!(late, "outcomes for calls already final were not recorded");
+                }
+                break;
+            }
+            Err(e) => {
+                warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "recording a batch failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => return false,
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    for message in &applied {
+        if let Err(e) = message.ack().await {
+            warn!(error = %e, "recorder ack failed; the message will be applied again");
+        }
+    }
+    for object in objects {
+        if let Err(e) = queue.delete_object(&object).await {
+            warn!(error = %e, object, "could not delete a stored body");
+        }
+    }
+    true
+}
+
+async fn add_event(
+    queue: &Queue,
+    batch: &mut Batch,
+    objects: &mut Vec<String>,
+    payload: &Bytes,
+) -> Result<(), fjord_common::Error> {
+    let (event, inline): (Event, Bytes) = invocation::decode(payload)?;
+    match event {
+        Event::Started {
+            call_id,
+            function,
+            attempt,
+            created_ns,
+            at_ns,
+        } => batch.started.push(Started {
+            call_id,
+            function: function.to_string(),
+            attempt,
+            created_ns,
+            at_ns,
+        }),
+        Event::Finished(finished) => {
+            let body = match queue.load_body(&finished.body, inline).await {
+                Ok(body) => body.to_vec(),
+                Err(e) => {
+                    // Already moved into PostgreSQL by an earlier delivery of this event.
+                    warn!(error = %e, call.id = %finished.call_id, "stored result unavailable");
+                    Vec::new()
+                }
+            };
+            if let BodyRef::Stored { object, .. } = &finished.body {
+                objects.push(object.clone());
+            }
+            if let Some(object) = &finished.request_object {
+                objects.push(object.clone());
+            }
+            batch.finished.push((*finished, body));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,421 @@
+//! The worker loop: pulls one function's consumer, runs each call through the function, keeps
+//! the lease alive with in-progress acks while it runs (no execution time limit), publishes the
+//! outcome and only then acknowledges the message.
+//!
+//! Shutdown: the loop stops pulling, hands back any message that still arrives, and lets running
+//! calls finish within the grace period. Calls still running when it ends are abandoned: their
+//! messages are nak'd for immediate redelivery and their attempt is never published.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{AckKind, Message, consumer::PullConsumer};
+use bytes::Bytes;
+use fjord_common::invocation::{
+    self, BodyRef, CallMeta, Event, FinalStatus, Finished, SCHEMA_VERSION, now_ns,
+};
+use fjord_common::queue::Queue;
+use fjord_common::stack::FunctionSpec;
+use fjord_common::{Error, FunctionName};
+use fjord_functions::{Function, Request, Response};
+use futures::StreamExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, error, info, info_span, warn};
+
+/// How long an open pull request waits for messages before it is renewed.
+const FETCH_EXPIRES: Duration = Duration::from_secs(2);
+
+pub struct WorkerOptions {
+    /// Calls this worker runs at once.
+    pub max_inflight: usize,
+    /// How long running calls may take to finish after shutdown begins.
+    pub drain_grace: Duration,
+}
+
+/// What every call handler of one worker shares.
+struct Shared {
+    queue: Queue,
+    function: Arc<dyn Function>,
+    name: FunctionName,
+    /// Executions allowed per call (the consumer delivers once more to record `dead`).
+    max_attempts: u32,
+    progress_every: Duration,
+    /// Fired when the drain grace is over: running calls stop and hand their message back.
+    abandon: CancellationToken,
+}
+
+/// Resolves a spec to the function that runs it.
+pub fn resolve(spec: &FunctionSpec) -> Result<Arc<dyn Function>, Error> {
+    match spec.lang.as_str() {
+        "builtin" => fjord_functions::builtin(&spec.handler).ok_or_else(|| {
+            Error::invalid(
+                "handler",
+                format!(
+                    "no built-in function {:?} (built-ins: {})",
+                    spec.handler,
+                    fjord_functions::BUILTINS.join(", ")
+                ),
+            )
+        }),
+        other => Err(Error::invalid(
+            "lang",
+            format!("runtime {other:?} is not supported (supported: builtin)"),
+        )),
+    }
+}
+
+/// Runs until `shutdown` fires and the drain is over.
+pub async fn run(
+    queue: Queue,
+    spec: FunctionSpec,
+    options: WorkerOptions,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let function = resolve(&spec)?;
+    let consumer = queue.function_consumer(&spec.name).await?;
+    let config = &consumer.cached_info().config;
+    let max_attempts = (config.max_deliver.max(2) - 1) as u32;
+    let progress_every = (config.ack_wait / 3).max(Duration::from_millis(100));
+    let shared = Arc::new(Shared {
+        queue: queue.clone(),
+        function,
+        name: spec.name.clone(),
+        max_attempts,
+        progress_every,
+        abandon: CancellationToken::new(),
+    });
+    let pings = answer_pings(&queue, &spec.name, shutdown.clone()).await?;
+    info!(function = %spec.name, max_inflight = options.max_inflight, "worker started");
+
+    let tracker = TaskTracker::new();
+    pull(
+        &consumer,
+        &shared,
+        options.max_inflight,
+        &tracker,
+        &shutdown,
+    )
+    .await;
+
+    tracker.close();
+    if tokio::time::timeout(options.drain_grace, tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!(function = %spec.name, "drain grace over: handing unfinished calls back");
+        shared.abandon.cancel();
+        tracker.wait().await;
+    }
+    pings.abort();
+    info!(function = %spec.name, "worker stopped");
+    Ok(())
+}
+
+async fn pull(
+    consumer: &PullConsumer,
+    shared: &Arc<Shared>,
+    max_inflight: usize,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(max_inflight));
+    loop {
+        let first = tokio::select! {
+            permit = slots.clone().acquire_owned() => permit.expect("semaphore never closed"),
+            _ = shutdown.cancelled() => return,
+        };
+        let mut permit = Some(first);
+        let want = slots.available_permits() + 1;
+        let batch = consumer
+            .fetch()
+            .max_messages(want)
+            .expires(FETCH_EXPIRES)
+            .messages()
+            .await;
+        let mut batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(error = %e, "pull request failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                next = batch.next() => next,
+                _ = shutdown.cancelled() => {
+                    // The pull request stays open on the server until it expires: hand back
+                    // whatever it still delivers instead of letting it wait out the lease.
+                    while let Some(Ok(message)) = batch.next().await {
+                        let _ = message.ack_with(AckKind::Nak(None)).await;
+                    }
+                    return;
+                }
+            };
+            match next {
+                None => break,
+                Some(Err(e)) => {
+                    warn!(error = %e, "pull interrupted");
+                    break;
+                }
+                Some(Ok(message)) => {
+                    let slot = match permit.take() {
+                        Some(p) => p,
+                        None => slots
+                            .clone()
+                            .acquire_owned()
+                            .await
+                            .expect("semaphore never closed"),
+                    };
+                    let shared = shared.clone();
+                    tracker.spawn(handle(shared, message, slot));
+                }
+            }
+        }
+    }
+}
+
+/// Answers head counts on the function's ping subject (the gateway's `workers` figure).
+async fn answer_pings(
+    queue: &Queue,
+    name: &FunctionName,
+    shutdown: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, Error> {
+    let mut sub = queue
+        .client
+        .subscribe(queue.names.ping(name))
+        .await
+        .map_err(Error::nats)?;
+    let client = queue.client.clone();
+    Ok(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                msg = sub.next() => match msg {
+                    Some(msg) => if let Some(reply) = msg.reply {
+                        let _ = client.publish(reply, Bytes::from_static(b"1")).await;
+                    },
+                    None => return,
+                },
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }))
+}
+
+async fn handle(shared: Arc<Shared>, message: Message, _slot: OwnedSemaphorePermit) {
+    let version = invocation::schema_version(message.headers.as_ref());
+    if version != SCHEMA_VERSION {
+        warn!(
+            subject = %message.subject,
+            schema = version,
+            understood = SCHEMA_VERSION,
+            "message has a schema version this worker does not understand; leaving it for a worker that does"
+        );
+        let _ = message
+            .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+            .await;
+        return;
+    }
+    let attempt = match message.info() {
+        Ok(info) => info.delivered.max(1) as u32,
+        Err(e) => {
+            error!(error = %e, "message without JetStream metadata");
+            return;
+        }
+    };
+    let (meta, inline): (CallMeta, Bytes) = match invocation::decode(&message.payload) {
+        Ok(decoded) => decoded,
+        Err(e) => {
+            error!(error = %e, subject = %message.subject, "undecodable invocation; terminating it");
+            let _ = message.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    let span = info_span!("call", call.id = %meta.call_id, function = %shared.name, attempt);
+    async move {
+        if attempt > shared.max_attempts {
+            let error = format!(
+                "the worker was lost during each of {} attempts",
+                shared.max_attempts
+            );
+            warn!(%error, "recording call as dead");
+            let finished = finished(&meta, attempt - 1, None, FinalStatus::Dead, 503, error);
+            if publish_finished(&shared, finished, Bytes::new()).await {
+                let _ = message.ack_with(AckKind::Term).await;
+            }
+            return;
+        }
+        match execute(&shared, &message, &meta, inline, attempt).await {
+            Some((finished, body)) => {
+                if publish_finished(&shared, finished, body).await
+                    && let Err(e) = message.double_ack().await
+                {
+                    // The outcome is published; a redelivery finds the call final.
+                    warn!(error = %e, "ack failed after the outcome was published");
+                }
+            }
+            None => {
+                let _ = message.ack_with(AckKind::Nak(None)).await;
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Runs one attempt. `None` means the attempt was abandoned (shutdown grace over, or the
+/// start could not be published) and the message must go back to the queue.
+async fn execute(
+    shared: &Shared,
+    message: &Message,
+    meta: &CallMeta,
+    inline: Bytes,
+    attempt: u32,
+) -> Option<(Finished, Bytes)> {
+    let started_ns = now_ns();
+    let started = Event::Started {
+        call_id: meta.call_id,
+        function: meta.function.clone(),
+        attempt,
+        created_ns: meta.start_time_ns,
+        at_ns: started_ns,
+    };
+    if let Err(e) = shared.queue.publish_event(started, Bytes::new()).await {
+        warn!(error = %e, "could not publish the start; handing the call back");
+        return None;
+    }
+    let body = match shared.queue.load_body(&meta.body, inline).await {
+        Ok(body) => body,
+        Err(e) => {
+            let error = format!("request body unavailable: {e}");
+            error!(%error);
+            let f = finished(
+                meta,
+                attempt,
+                Some(started_ns),
+                FinalStatus::Failed,
+                503,
+                error,
+            );
+            return Some((f, Bytes::new()));
+        }
+    };
+    let request = request_for(meta, body);
+    let call = shared.function.call(request);
+    tokio::pin!(call);
+    let mut progress = tokio::time::interval(shared.progress_every);
+    progress.tick().await;
+    let response: Response = loop {
+        tokio::select! {
+            response = &mut call => break response,
+            _ = progress.tick() => {
+                if let Err(e) = message.ack_with(AckKind::Progress).await {
+                    warn!(error = %e, "in-progress ack failed");
+                }
+            }
+            _ = shared.abandon.cancelled() => return None,
+        }
+    };
+    let (status, error) = if (200..300).contains(&response.status) {
+        (FinalStatus::Succeeded, None)
+    } else {
+        (
+            FinalStatus::Failed,
+            Some(format!("function answered HTTP {}", response.status)),
+        )
+    };
+    let mut f = finished(
+        meta,
+        attempt,
+        Some(started_ns),
+        status,
+        response.status,
+        String::new(),
+    );
+    f.error = error;
+    f.headers = response.headers;
+    Some((f, response.body))
+}
+
+fn finished(
+    meta: &CallMeta,
+    attempt: u32,
+    started_ns: Option<i64>,
+    status: FinalStatus,
+    function_status: u16,
+    error: String,
+) -> Finished {
+    Finished {
+        call_id: meta.call_id,
+        function: meta.function.clone(),
+        attempt,
+        created_ns: meta.start_time_ns,
+        started_ns,
+        finished_ns: now_ns(),
+        status,
+        function_status,
+        headers: Vec::new(),
+        error: (!error.is_empty()).then_some(error),
+        callback_url: meta.callback_url.clone(),
+        body: BodyRef::Inline,
+        request_object: match &meta.body {
+            BodyRef::Stored { object, .. } => Some(object.clone()),
+            BodyRef::Inline => None,
+        },
+    }
+}
+
+/// The request as the function sees it: the caller's headers plus `X-Call-Id` and
+/// `X-Start-Time` (replacing any the caller sent).
+fn request_for(meta: &CallMeta, body: Bytes) -> Request {
+    let mut headers: Vec<(String, String)> = meta
+        .headers
+        .iter()
+        .filter(|(k, _)| {
+            !k.eq_ignore_ascii_case("x-call-id") && !k.eq_ignore_ascii_case("x-start-time")
+        })
+        .cloned()
+        .collect();
+    headers.push(("X-Call-Id".into(), meta.call_id.to_string()));
+    headers.push(("X-Start-Time".into(), meta.start_time_ns.to_string()));
+    Request {
+        method: meta.method.clone(),
+        path: meta.path.clone(),
+        query: meta.query.clone(),
+        headers,
+        body,
+    }
+}
+
+/// Publishes the outcome, retrying while NATS is briefly away. `false` when it could not be
+/// published before shutdown: the message is then left for redelivery.
+async fn publish_finished(shared: &Shared, finished: Finished, body: Bytes) -> bool {
+    let status = finished.status;
+    let event = Event::Finished(Box::new(finished));
+    let mut delay = Duration::from_millis(100);
+    for _ in 0..8 {
+        match shared
+            .queue
+            .publish_event(event.clone(), body.clone())
+            .await
+        {
+            Ok(_) => {
+                tracing::debug!(status = status.as_str(), "call finished");
+                return true;
+            }
+            Err(e) => {
+                warn!(error = %e, "publishing the outcome failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shared.abandon.cancelled() => return false,
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    false
+}
