@@ -15,16 +15,15 @@ CREATE TABLE invocations (
     duration_seconds double precision,
     function_status  integer,
     error            text,
-    stream_seq       bigint
+    -- Stream sequence of the invocation message, and of the outcome event that made the call
+    -- final (the recorder compares it to tell whether its event was the first final one).
+    stream_seq       bigint,
+    final_seq        bigint,
+    -- The function's response, once final.
+    result_headers   jsonb,
+    result_body      bytea
 );
 
 CREATE INDEX invocations_newest ON invocations (created_at DESC, call_id DESC);
 CREATE INDEX invocations_function_newest ON invocations (function, created_at DESC, call_id DESC);
 CREATE INDEX invocations_status_newest ON invocations (status, created_at DESC, call_id DESC);
-
--- The function's response for calls that reached a final state with one.
-CREATE TABLE results (
-    call_id uuid PRIMARY KEY REFERENCES invocations (call_id) ON DELETE CASCADE,
-    headers jsonb NOT NULL,
-    body    bytea NOT NULL
-);

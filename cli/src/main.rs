@@ -1,6 +1,7 @@
 //! `fjord`: the command line. `up` runs the whole platform on this machine; the other commands
 //! talk to a gateway (or, for `deploy`, to NATS).
 
+mod bench;
 mod client;
 mod commands;
 mod deploy;
@@ -31,12 +32,14 @@ enum Command {
     Status(commands::StatusArgs),
     /// Show queue depth per function.
     Queues(commands::QueuesArgs),
+    /// Measure intake, end-to-end throughput and latency against the raw baselines.
+    Bench(bench::BenchArgs),
 }
 
 #[tokio::main]
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    fjord_common::telemetry::init();
+    fjord_common::telemetry::init_with_default("warn");
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Up(args) => up::run(args).await,
@@ -44,6 +47,7 @@ async fn main() {
         Command::Invoke(args) => commands::invoke(args).await,
         Command::Status(args) => commands::status(args).await,
         Command::Queues(args) => commands::queues(args).await,
+        Command::Bench(args) => bench::run(args).await,
     };
     if let Err(e) = result {
         eprintln!("fjord: {e:#}");

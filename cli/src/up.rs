@@ -102,6 +102,10 @@ async fn start(
     let nats_url = ensure_nats(&args.nats.nats_url, data_dir, running).await?;
     let database_url = ensure_postgres(&args.database_url, data_dir, running).await?;
     let (user, password) = ensure_credentials(data_dir)?;
+    // Before anything serves reads (the control process applies them too, idempotently).
+    fjord_common::store::migrate(&database_url)
+        .await
+        .context("applying migrations")?;
 
     let queue = Queue::connect(&nats_url, args.nats.names()?).await?;
     let names = deploy::deploy(&queue, specs, &args.queue).await?;
@@ -120,7 +124,6 @@ async fn start(
             secrets_dir(data_dir).display().to_string(),
         ),
     ];
-    // The control process applies migrations before anything reads the database.
     let control = spawn(&bin_dir, "fjord-worker", &["control"], &env)?;
     running.children.push(("control", control));
     let gateway = spawn(&bin_dir, "fjord-gateway", &[], &env)?;

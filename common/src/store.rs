@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use crate::invocation::{CallMeta, Finished};
@@ -58,10 +58,12 @@ pub struct ResultRow {
 /// What the recorder applies in one transaction. Order inside a batch is stream order.
 #[derive(Default)]
 pub struct Batch {
+    /// Each with its stream sequence.
     pub invoked: Vec<(CallMeta, u64)>,
     pub started: Vec<Started>,
-    /// Each with its result body (already fetched if it was stored out of band).
-    pub finished: Vec<(Finished, Vec<u8>)>,
+    /// Each with its result body (already fetched if it was stored out of band) and its
+    /// stream sequence.
+    pub finished: Vec<(Finished, Vec<u8>, u64)>,
 }
 
 pub struct Started {
@@ -76,6 +78,107 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.invoked.is_empty() && self.started.is_empty() && self.finished.is_empty()
     }
+}
+
+/// One call's row as a batch leaves it.
+struct MergedRow {
+    call_id: Uuid,
+    function: String,
+    status: &'static str,
+    attempts: i32,
+    method: Option<String>,
+    path: Option<String>,
+    query: Option<String>,
+    callback_url: Option<String>,
+    created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    duration_seconds: Option<f64>,
+    function_status: Option<i32>,
+    error: Option<String>,
+    stream_seq: Option<i64>,
+    final_seq: Option<i64>,
+    result_headers: Option<sqlx::types::Json<Vec<(String, String)>>>,
+    result_body: Option<Vec<u8>>,
+}
+
+impl MergedRow {
+    fn new(call_id: CallId, function: String, created_ns: i64) -> MergedRow {
+        MergedRow {
+            call_id: call_id.0,
+            function,
+            status: "queued",
+            attempts: 0,
+            method: None,
+            path: None,
+            query: None,
+            callback_url: None,
+            created_at: ts(created_ns),
+            started_at: None,
+            finished_at: None,
+            duration_seconds: None,
+            function_status: None,
+            error: None,
+            stream_seq: None,
+            final_seq: None,
+            result_headers: None,
+            result_body: None,
+        }
+    }
+}
+
+/// Folds a batch into one row per call. The order of the rules does not matter except for
+/// finals, where the lowest stream sequence wins.
+fn merge(batch: &Batch) -> Vec<MergedRow> {
+    let mut rows: HashMap<CallId, MergedRow> = HashMap::new();
+    for (meta, seq) in &batch.invoked {
+        let row = rows.entry(meta.call_id).or_insert_with(|| {
+            MergedRow::new(meta.call_id, meta.function.to_string(), meta.start_time_ns)
+        });
+        row.created_at = ts(meta.start_time_ns);
+        row.method = Some(meta.method.clone());
+        row.path = Some(meta.path.clone());
+        row.query = Some(meta.query.clone());
+        row.callback_url = row
+            .callback_url
+            .take()
+            .or_else(|| meta.callback_url.clone());
+        row.stream_seq = Some(*seq as i64);
+    }
+    for s in &batch.started {
+        let row = rows
+            .entry(s.call_id)
+            .or_insert_with(|| MergedRow::new(s.call_id, s.function.clone(), s.created_ns));
+        if row.final_seq.is_none() {
+            row.status = "running";
+        }
+        row.attempts = row.attempts.max(s.attempt as i32);
+        let at = ts(s.at_ns);
+        row.started_at = Some(row.started_at.map_or(at, |t| t.min(at)));
+    }
+    for (f, body, seq) in &batch.finished {
+        let row = rows
+            .entry(f.call_id)
+            .or_insert_with(|| MergedRow::new(f.call_id, f.function.to_string(), f.created_ns));
+        row.attempts = row.attempts.max(f.attempt as i32);
+        if let Some(started) = f.started_ns {
+            let at = ts(started);
+            row.started_at = Some(row.started_at.map_or(at, |t| t.min(at)));
+        }
+        row.callback_url = row.callback_url.take().or_else(|| f.callback_url.clone());
+        if row.final_seq.is_some_and(|k| k < *seq as i64) {
+            continue;
+        }
+        row.status = f.status.as_str();
+        row.finished_at = Some(ts(f.finished_ns));
+        row.duration_seconds = f.started_ns.map(|s| (f.finished_ns - s) as f64 / 1e9);
+        row.function_status = Some(i32::from(f.function_status));
+        row.error = f.error.clone();
+        row.final_seq = Some(*seq as i64);
+        row.result_headers = Some(sqlx::types::Json(f.headers.clone()));
+        row.result_body = Some(body.clone());
+    }
+    rows.into_values().collect()
 }
 
 /// Filters for listing calls, newest first.
@@ -116,144 +219,76 @@ impl Store {
     }
 
     /// Applies a batch in one transaction. Returns the calls whose final state this batch
-    /// recorded; finished events for calls that were already final are left out (late outcomes
-    /// of superseded attempts).
+    /// recorded; outcomes for calls that were already final are left out (late outcomes of
+    /// superseded attempts).
+    ///
+    /// Everything the batch says about one call (its invocation, start and outcome usually
+    /// arrive together under load) is merged into one row first, so a call costs one row write,
+    /// not three. The upsert keeps the first final outcome: `final_seq` is the stream sequence
+    /// of the event that made the call final, and a row whose returned `final_seq` is this
+    /// batch's event was recorded by this batch.
     pub async fn apply(&self, batch: &Batch) -> Result<Vec<CallId>, Error> {
-        let mut tx = self.pool.begin().await?;
-
-        // The same call can appear twice in a batch (a redelivery); Postgres refuses to touch
-        // one row twice in a statement, so keep one entry per call.
-        let mut seen = HashMap::new();
-        for (meta, seq) in &batch.invoked {
-            seen.entry(meta.call_id).or_insert((meta, *seq));
+        let rows = merge(batch);
+        if rows.is_empty() {
+            return Ok(Vec::new());
         }
-        if !seen.is_empty() {
-            let rows: Vec<_> = seen.into_values().collect();
-            sqlx::query(
-                "INSERT INTO invocations (call_id, function, status, created_at, method, path, query, callback_url, stream_seq)
-                 SELECT u.call_id, u.function, 'queued', u.created_at, u.method, u.path, u.query, u.callback_url, u.seq
-                 FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[], $8::int8[])
-                      AS u(call_id, function, created_at, method, path, query, callback_url, seq)
-                 ON CONFLICT (call_id) DO UPDATE SET
-                     created_at = EXCLUDED.created_at, method = EXCLUDED.method, path = EXCLUDED.path,
-                     query = EXCLUDED.query, stream_seq = EXCLUDED.stream_seq,
-                     callback_url = COALESCE(invocations.callback_url, EXCLUDED.callback_url)",
-            )
-            .bind(rows.iter().map(|(m, _)| m.call_id.0).collect::<Vec<_>>())
-            .bind(rows.iter().map(|(m, _)| m.function.to_string()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|(m, _)| ts(m.start_time_ns)).collect::<Vec<_>>())
-            .bind(rows.iter().map(|(m, _)| m.method.clone()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|(m, _)| m.path.clone()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|(m, _)| m.query.clone()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|(m, _)| m.callback_url.clone()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|(_, s)| *s as i64).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-        }
-
-        let mut started: HashMap<CallId, &Started> = HashMap::new();
-        for s in &batch.started {
-            let keep = started
-                .get(&s.call_id)
-                .is_none_or(|k| k.attempt < s.attempt);
-            if keep {
-                started.insert(s.call_id, s);
-            }
-        }
-        if !started.is_empty() {
-            let rows: Vec<_> = started.into_values().collect();
-            sqlx::query(
-                "INSERT INTO invocations (call_id, function, status, attempts, created_at, started_at)
-                 SELECT u.call_id, u.function, 'running', u.attempt, u.created_at, u.started_at
-                 FROM UNNEST($1::uuid[], $2::text[], $3::int4[], $4::timestamptz[], $5::timestamptz[])
-                      AS u(call_id, function, attempt, created_at, started_at)
-                 ON CONFLICT (call_id) DO UPDATE SET
-                     status = CASE WHEN invocations.status IN ('queued', 'running') THEN 'running'
-                                   ELSE invocations.status END,
-                     attempts = GREATEST(invocations.attempts, EXCLUDED.attempts),
-                     started_at = COALESCE(invocations.started_at, EXCLUDED.started_at)",
-            )
-            .bind(rows.iter().map(|s| s.call_id.0).collect::<Vec<_>>())
-            .bind(rows.iter().map(|s| s.function.clone()).collect::<Vec<_>>())
-            .bind(rows.iter().map(|s| s.attempt as i32).collect::<Vec<_>>())
-            .bind(rows.iter().map(|s| ts(s.created_ns)).collect::<Vec<_>>())
-            .bind(rows.iter().map(|s| ts(s.at_ns)).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-        }
-
-        // First final outcome in stream order wins, within the batch and against the table.
-        let mut finished: Vec<&(Finished, Vec<u8>)> = Vec::new();
-        for f in &batch.finished {
-            if !finished.iter().any(|k| k.0.call_id == f.0.call_id) {
-                finished.push(f);
-            }
-        }
-        let mut recorded = Vec::new();
-        if !finished.is_empty() {
-            let rows = sqlx::query(
-                "INSERT INTO invocations (call_id, function, status, attempts, created_at, started_at,
-                                          finished_at, duration_seconds, function_status, error, callback_url)
-                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int4[], $5::timestamptz[],
-                                      $6::timestamptz[], $7::timestamptz[], $8::float8[], $9::int4[], $10::text[], $11::text[])
-                 ON CONFLICT (call_id) DO UPDATE SET
-                     status = EXCLUDED.status,
-                     attempts = GREATEST(invocations.attempts, EXCLUDED.attempts),
-                     started_at = COALESCE(invocations.started_at, EXCLUDED.started_at),
-                     finished_at = EXCLUDED.finished_at,
-                     duration_seconds = EXCLUDED.duration_seconds,
-                     function_status = EXCLUDED.function_status,
-                     error = EXCLUDED.error,
-                     callback_url = COALESCE(invocations.callback_url, EXCLUDED.callback_url)
-                 WHERE invocations.status NOT IN ('succeeded', 'failed', 'dead', 'cancelled')
-                 RETURNING call_id",
-            )
-            .bind(finished.iter().map(|(f, _)| f.call_id.0).collect::<Vec<_>>())
-            .bind(finished.iter().map(|(f, _)| f.function.to_string()).collect::<Vec<_>>())
-            .bind(finished.iter().map(|(f, _)| f.status.as_str()).collect::<Vec<_>>())
-            .bind(finished.iter().map(|(f, _)| f.attempt as i32).collect::<Vec<_>>())
-            .bind(finished.iter().map(|(f, _)| ts(f.created_ns)).collect::<Vec<_>>())
-            .bind(finished.iter().map(|(f, _)| f.started_ns.map(ts)).collect::<Vec<_>>())
-            .bind(finished.iter().map(|(f, _)| ts(f.finished_ns)).collect::<Vec<_>>())
-            .bind(
-                finished
-                    .iter()
-                    .map(|(f, _)| f.started_ns.map(|s| (f.finished_ns - s) as f64 / 1e9))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(finished.iter().map(|(f, _)| i32::from(f.function_status)).collect::<Vec<_>>())
-            .bind(finished.iter().map(|(f, _)| f.error.clone()).collect::<Vec<_>>())
-            .bind(finished.iter().map(|(f, _)| f.callback_url.clone()).collect::<Vec<_>>())
-            .fetch_all(&mut *tx)
-            .await?;
-            recorded = rows
-                .iter()
-                .map(|r| CallId(r.get::<Uuid, _>(0)))
-                .collect::<Vec<_>>();
-            let results: Vec<_> = finished
-                .iter()
-                .filter(|(f, _)| recorded.contains(&f.call_id))
-                .collect();
-            if !results.is_empty() {
-                sqlx::query(
-                    "INSERT INTO results (call_id, headers, body)
-                     SELECT * FROM UNNEST($1::uuid[], $2::jsonb[], $3::bytea[])
-                     ON CONFLICT (call_id) DO UPDATE SET headers = EXCLUDED.headers, body = EXCLUDED.body",
-                )
-                .bind(results.iter().map(|(f, _)| f.call_id.0).collect::<Vec<_>>())
-                .bind(
-                    results
-                        .iter()
-                        .map(|(f, _)| sqlx::types::Json(f.headers.clone()))
-                        .collect::<Vec<_>>(),
-                )
-                .bind(results.iter().map(|(_, b)| b.clone()).collect::<Vec<_>>())
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-        tx.commit().await?;
-        Ok(recorded)
+        let returned: Vec<(Uuid, Option<i64>)> = sqlx::query_as(
+            "INSERT INTO invocations AS i (call_id, function, status, attempts, method, path, query, callback_url,
+                                           created_at, started_at, finished_at, duration_seconds, function_status,
+                                           error, stream_seq, final_seq, result_headers, result_body)
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int4[], $5::text[], $6::text[], $7::text[],
+                                  $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::float8[],
+                                  $13::int4[], $14::text[], $15::int8[], $16::int8[], $17::jsonb[], $18::bytea[])
+             ON CONFLICT (call_id) DO UPDATE SET
+                 method = COALESCE(EXCLUDED.method, i.method),
+                 path = COALESCE(EXCLUDED.path, i.path),
+                 query = COALESCE(EXCLUDED.query, i.query),
+                 callback_url = COALESCE(i.callback_url, EXCLUDED.callback_url),
+                 stream_seq = COALESCE(EXCLUDED.stream_seq, i.stream_seq),
+                 attempts = GREATEST(i.attempts, EXCLUDED.attempts),
+                 started_at = LEAST(i.started_at, EXCLUDED.started_at),
+                 status = CASE WHEN i.final_seq IS NOT NULL THEN i.status
+                               WHEN EXCLUDED.final_seq IS NOT NULL THEN EXCLUDED.status
+                               WHEN 'running' IN (i.status, EXCLUDED.status) THEN 'running'
+                               ELSE i.status END,
+                 finished_at = CASE WHEN i.final_seq IS NULL THEN EXCLUDED.finished_at ELSE i.finished_at END,
+                 duration_seconds = CASE WHEN i.final_seq IS NULL THEN EXCLUDED.duration_seconds ELSE i.duration_seconds END,
+                 function_status = CASE WHEN i.final_seq IS NULL THEN EXCLUDED.function_status ELSE i.function_status END,
+                 error = CASE WHEN i.final_seq IS NULL THEN EXCLUDED.error ELSE i.error END,
+                 result_headers = CASE WHEN i.final_seq IS NULL THEN EXCLUDED.result_headers ELSE i.result_headers END,
+                 result_body = CASE WHEN i.final_seq IS NULL THEN EXCLUDED.result_body ELSE i.result_body END,
+                 final_seq = COALESCE(i.final_seq, EXCLUDED.final_seq)
+             RETURNING call_id, final_seq",
+        )
+        .bind(rows.iter().map(|r| r.call_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.function.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.status).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.attempts).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.method.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.path.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.query.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.callback_url.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.created_at).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.started_at).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.finished_at).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.duration_seconds).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.function_status).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.error.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.stream_seq).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.final_seq).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.result_headers.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.result_body.clone()).collect::<Vec<_>>())
+        .fetch_all(&self.pool)
+        .await?;
+        let ours: HashMap<Uuid, i64> = rows
+            .iter()
+            .filter_map(|r| r.final_seq.map(|s| (r.call_id, s)))
+            .collect();
+        Ok(returned
+            .into_iter()
+            .filter(|(id, seq)| seq.is_some() && ours.get(id) == seq.as_ref())
+            .map(|(id, _)| CallId(id))
+            .collect())
     }
 
     pub async fn invocation(&self, call_id: CallId) -> Result<Option<InvocationRow>, Error> {
@@ -267,13 +302,19 @@ impl Store {
     }
 
     pub async fn result(&self, call_id: CallId) -> Result<Option<ResultRow>, Error> {
-        let row = sqlx::query("SELECT headers, body FROM results WHERE call_id = $1")
-            .bind(call_id.0)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| ResultRow {
-            headers: r.get::<sqlx::types::Json<Vec<(String, String)>>, _>(0).0,
-            body: r.get(1),
+        type Stored = (
+            Option<sqlx::types::Json<Vec<(String, String)>>>,
+            Option<Vec<u8>>,
+        );
+        let row: Option<Stored> = sqlx::query_as(
+            "SELECT result_headers, result_body FROM invocations WHERE call_id = $1 AND final_seq IS NOT NULL",
+        )
+        .bind(call_id.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(headers, body)| ResultRow {
+            headers: headers.map(|j| j.0).unwrap_or_default(),
+            body: body.unwrap_or_default(),
         }))
     }
 

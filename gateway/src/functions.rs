@@ -53,11 +53,12 @@ impl Functions {
         Ok(Functions { registry, known })
     }
 
-    pub async fn get(&self, name: &FunctionName) -> Result<Option<FunctionSpec>, Error> {
-        if let Some(spec) = self.known.read().expect("lock").get(name) {
-            return Ok(Some(spec.clone()));
+    /// Whether the function is deployed (the intake check: no copy of the definition).
+    pub async fn exists(&self, name: &FunctionName) -> Result<bool, Error> {
+        if self.known.read().expect("lock").contains_key(name) {
+            return Ok(true);
         }
-        self.registry.get(name).await
+        Ok(self.registry.get(name).await?.is_some())
     }
 
     pub fn list(&self) -> Vec<FunctionSpec> {

@@ -13,6 +13,9 @@ fn scratch(tag: &str) -> std::path::PathBuf {
 
 #[tokio::test]
 async fn intake_keeps_accepting_while_postgres_is_down_and_records_catch_up() {
+    if !fjord_tests::can_start_servers() {
+        return;
+    }
     let dir = scratch("fjord-pg-");
     let mut pg = LocalPostgres::start(&dir.join("pg"), 0)
         .await
@@ -60,6 +63,9 @@ async fn intake_keeps_accepting_while_postgres_is_down_and_records_catch_up() {
 
 #[tokio::test]
 async fn intake_answers_503_within_two_seconds_when_nats_is_gone() {
+    if !fjord_tests::can_start_servers() {
+        return;
+    }
     let dir = scratch("fjord-nats-");
     let mut nats = LocalNats::start(&dir, 0)
         .await

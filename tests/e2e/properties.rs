@@ -70,10 +70,11 @@ async fn a_worker_killed_mid_call_is_replaced_and_the_call_completes_once() {
     let s = p.wait_final(&id, Duration::from_secs(30)).await;
     assert_eq!(s["status"], "succeeded", "{s}");
     assert_eq!(s["attempts"], 2, "{s}");
-    let results: i64 = sqlx::query_scalar("SELECT count(*) FROM results")
-        .fetch_one(p.store.pool())
-        .await
-        .unwrap();
+    let results: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM invocations WHERE result_body IS NOT NULL")
+            .fetch_one(p.store.pool())
+            .await
+            .unwrap();
     assert_eq!(results, 1);
     let r = p
         .system(&format!("/system/invocations/{id}/result"))

@@ -111,6 +111,9 @@ async fn cli(setup: &Setup, args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fjord_up_starts_everything_and_a_second_run_keeps_the_data() {
+    if !fjord_tests::can_start_servers() {
+        return;
+    }
     let setup = Setup {
         data_dir: std::env::temp_dir().join(unique("fjord-up-")),
         nats_port: free_port(),
@@ -141,6 +144,22 @@ async fn fjord_up_starts_everything_and_a_second_run_keeps_the_data() {
     .await;
     let status = cli(&setup, &["status", &id]).await;
     assert!(status.contains("\"succeeded\""), "{status}");
+    let with_callback = cli(
+        &setup,
+        &[
+            "invoke",
+            "echo",
+            "--async",
+            "--callback",
+            "https://hooks.example.com/done",
+        ],
+    )
+    .await;
+    let status = cli(&setup, &["status", with_callback.trim()]).await;
+    assert!(
+        status.contains("https://hooks.example.com/done"),
+        "{status}"
+    );
     let sync = cli(&setup, &["invoke", "echo", "-d", "right now"]).await;
     assert_eq!(sync, "right now");
     let queues = cli(&setup, &["queues"]).await;

@@ -45,6 +45,29 @@ pub fn require_all() -> bool {
     std::env::var("FJORD_REQUIRE_ALL").is_ok_and(|v| v == "1")
 }
 
+/// For a test that needs an optional tool: `true` when it is there; otherwise the test skips
+/// itself saying why (returns `false`), or fails under `FJORD_REQUIRE_ALL=1`.
+pub fn available(present: bool, what: &str) -> bool {
+    if present {
+        return true;
+    }
+    assert!(
+        !require_all(),
+        "{what} is required (FJORD_REQUIRE_ALL=1) but missing"
+    );
+    eprintln!("skipping: {what} is missing");
+    false
+}
+
+/// Whether this machine can start its own PostgreSQL and nats-server processes.
+pub fn can_start_servers() -> bool {
+    available(
+        fjord_common::services::find_postgres_bin_dir().is_some()
+            && fjord_common::services::find_nats_server().is_some(),
+        "PostgreSQL server binaries and nats-server (to start servers the test can stop)",
+    )
+}
+
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where

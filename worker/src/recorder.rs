@@ -81,7 +81,7 @@ async fn record(
             .as_str()
             .starts_with(&format!("{}.event.", queue.names.prefix()));
         let parsed = if is_event {
-            add_event(queue, &mut batch, &mut objects, &message.payload).await
+            add_event(queue, &mut batch, &mut objects, &message.payload, seq).await
         } else {
             invocation::decode::<CallMeta>(&message.payload)
                 .map(|(meta, _)| batch.invoked.push((meta, seq)))
@@ -137,6 +137,7 @@ async fn add_event(
     batch: &mut Batch,
     objects: &mut Vec<String>,
     payload: &Bytes,
+    seq: u64,
 ) -> Result<(), fjord_common::Error> {
     let (event, inline): (Event, Bytes) = invocation::decode(payload)?;
     match event {
@@ -168,7 +169,7 @@ async fn add_event(
             if let Some(object) = &finished.request_object {
                 objects.push(object.clone());
             }
-            batch.finished.push((*finished, body));
+            batch.finished.push((*finished, body, seq));
         }
     }
     Ok(())

@@ -34,7 +34,7 @@ async fn prepare(
     let name: FunctionName = raw_name
         .parse()
         .map_err(|_| ApiError::FunctionNotFound(raw_name.to_owned()))?;
-    if state.functions.get(&name).await?.is_none() {
+    if !state.functions.exists(&name).await? {
         return Err(ApiError::FunctionNotFound(name.to_string()));
     }
     let body = body.map_err(|rejection| {

@@ -1,0 +1,68 @@
+//! CPU seconds per process from /proc (user + system), grouped by role.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Clock ticks per second for /proc/<pid>/stat times (100 on Linux).
+const TICKS: f64 = 100.0;
+
+fn ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Every process whose command name is `comm` (e.g. all postgres backends).
+pub fn pids_named(comm: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+        })
+        .collect()
+}
+
+/// Ticks per role at one moment.
+#[derive(Clone, Default)]
+pub struct Snapshot(pub BTreeMap<&'static str, u64>);
+
+impl Snapshot {
+    pub fn take(roles: &[(&'static str, Vec<u32>)]) -> Snapshot {
+        let mut map = BTreeMap::new();
+        for (role, pids) in roles {
+            *map.entry(*role).or_default() += pids.iter().filter_map(|p| ticks(*p)).sum::<u64>();
+        }
+        Snapshot(map)
+    }
+}
+
+/// CPU seconds per role between two snapshots.
+pub struct Usage(pub Vec<(&'static str, f64)>);
+
+impl Usage {
+    pub fn between(before: &Snapshot, after: &Snapshot) -> Usage {
+        Usage(
+            after
+                .0
+                .iter()
+                .map(|(role, t)| {
+                    (
+                        *role,
+                        t.saturating_sub(*before.0.get(role).unwrap_or(&0)) as f64 / TICKS,
+                    )
+                })
+                .collect(),
+        )
+    }
+}
+
+impl fmt::Display for Usage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(|(r, s)| format!("{r} {s:.1}")).collect();
+        f.write_str(&parts.join(", "))
+    }
+}

@@ -1,0 +1,207 @@
+//! `fjord bench`: the speed figures of the core path, measured on this machine.
+//!
+//! It starts its own installation (gateway and control process from the binaries next to
+//! `fjord`, a fresh database, its own NATS prefix) on the NATS and PostgreSQL at `NATS_URL` /
+//! `DATABASE_URL`, drives it over 64 keep-alive HTTP connections with 1 KiB bodies, and in the
+//! same run measures the raw baselines (JetStream publish-with-ack, pull-and-ack, a PostgreSQL
+//! batched insert of the same rows). CPU seconds are read from /proc for every process.
+
+mod baseline;
+mod cpu;
+mod load;
+mod setup;
+
+use std::time::Duration;
+
+use fjord_common::config::parse_duration;
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// How long each measured phase lasts.
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    pub duration: Duration,
+    /// Keep-alive HTTP connections of the load generator.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Request body size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    pub body_size: usize,
+    /// Worker processes for the end-to-end phases.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// NATS server URL.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// PostgreSQL URL; the benchmark creates (and drops) a database of its own on this server.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub database_url: String,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    parse_duration(s).map_err(|e| e.to_string())
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: this is a debug build of fjord; figures are only meaningful with --release"
+        );
+    }
+    let mut install = setup::Installation::start(&args).await?;
+    let result = phases(&args, &mut install).await;
+    install.stop().await;
+    result
+}
+
+async fn phases(args: &BenchArgs, install: &mut setup::Installation) -> anyhow::Result<()> {
+    let body = vec![b'x'; args.body_size];
+    let d = args.duration;
+    println!(
+        "fjord bench: {} s per phase, {} connections, {} B bodies, {} workers, {} cores",
+        d.as_secs_f64(),
+        args.connections,
+        args.body_size,
+        args.workers,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+
+    // Raw baselines first, on a quiet system: the same servers, message and row sizes.
+    let raw = baseline::run(
+        &args.nats_url,
+        &install.database_url,
+        args.body_size,
+        args.connections,
+        d.min(Duration::from_secs(10)),
+    )
+    .await?;
+    println!(
+        "\nraw baselines (same NATS and PostgreSQL, {} B)",
+        args.body_size
+    );
+    println!(
+        "  JetStream publish-with-ack, {} in flight: {:.0} msg/s",
+        args.connections, raw.publish
+    );
+    println!(
+        "  JetStream pull + ack:                     {:.0} msg/s",
+        raw.pull
+    );
+    println!(
+        "  PostgreSQL batched INSERT (1,000/txn):    {:.0} rows/s",
+        raw.insert
+    );
+
+    // 1. Intake: the gateway alone accepting calls (no workers drain the queue).
+    let cpu = install.cpu_snapshot();
+    let intake = load::closed_loop(
+        &install.url("/async-function/sink"),
+        &body,
+        args.connections,
+        d,
+    )
+    .await?;
+    let intake_cpu = install.cpu_since(&cpu);
+    println!(
+        "\nintake (closed loop, {} connections) to a queue without workers",
+        args.connections
+    );
+    println!(
+        "  {:.0} calls/s accepted; 202 latency p50 {:.2} ms, p99 {:.2} ms; errors {}",
+        intake.rate(),
+        intake.p(50.0),
+        intake.p(99.0),
+        intake.errors
+    );
+    println!("  CPU s: {intake_cpu}");
+
+    let paced = load::open_loop(
+        &install.url("/async-function/sink"),
+        &body,
+        args.connections,
+        2000.0,
+        d,
+    )
+    .await?;
+    println!("\nintake at 2,000 calls/s offered");
+    println!(
+        "  {:.0} calls/s accepted; 202 latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; errors {}",
+        paced.rate(),
+        paced.p(50.0),
+        paced.p(99.0),
+        paced.p(100.0),
+        paced.errors
+    );
+    install.drain("sink").await?;
+
+    // 2. End to end with warm workers.
+    install.start_workers("echo", args.workers).await?;
+    let cpu = install.cpu_snapshot();
+    let e2e_start = chrono::Utc::now();
+    let began = std::time::Instant::now();
+    let e2e_load = load::closed_loop(
+        &install.url("/async-function/echo"),
+        &body,
+        args.connections,
+        d,
+    )
+    .await?;
+    let e2e = install
+        .wait_recorded("echo", e2e_start, began, e2e_load.ok)
+        .await?;
+    let e2e_cpu = install.cpu_since(&cpu);
+    println!(
+        "\nend to end (closed loop, {} connections), first POST to the last call seen recorded succeeded",
+        args.connections
+    );
+    println!(
+        "  {} calls in {:.1} s = {:.0} calls/s end to end (intake ran at {:.0} calls/s)",
+        e2e.calls,
+        e2e.seconds,
+        e2e.rate(),
+        e2e_load.rate()
+    );
+    println!("  CPU s: {e2e_cpu}");
+
+    let start_1k = chrono::Utc::now();
+    let began = std::time::Instant::now();
+    let paced = load::open_loop(
+        &install.url("/async-function/echo"),
+        &body,
+        args.connections,
+        1000.0,
+        d,
+    )
+    .await?;
+    let waits = install
+        .wait_recorded("echo", start_1k, began, paced.ok)
+        .await?;
+    println!("\nend to end at 1,000 calls/s offered");
+    println!(
+        "  accept to function start: p50 {:.2} ms, p99 {:.2} ms; 202 latency p50 {:.2} ms, p99 {:.2} ms",
+        waits.start_p50_ms,
+        waits.start_p99_ms,
+        paced.p(50.0),
+        paced.p(99.0)
+    );
+
+    println!("\nFjord as a fraction of the raw baselines");
+    println!(
+        "  intake / JetStream publish:          {:.2}",
+        intake.rate() / raw.publish
+    );
+    println!(
+        "  end to end / JetStream pull + ack:   {:.2}",
+        e2e.rate() / raw.pull
+    );
+    println!(
+        "  end to end / PostgreSQL insert:      {:.2}",
+        e2e.rate() / raw.insert
+    );
+    Ok(())
+}

@@ -1,0 +1,309 @@
+//! The installation a benchmark runs against: a fresh database and NATS prefix, the gateway and
+//! a control process (recorder only) from the binaries next to `fjord`, and worker processes
+//! started on demand.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use fjord_common::queue::{ConsumerSettings, Names, Queue};
+use fjord_common::registry::Registry;
+use fjord_common::stack::FunctionSpec;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+use super::BenchArgs;
+use super::cpu::{Snapshot, Usage, pids_named};
+
+pub struct Installation {
+    pub database_url: String,
+    admin_url: String,
+    database: String,
+    gateway_url: String,
+    queue: Queue,
+    pool: sqlx::PgPool,
+    gateway: Child,
+    control: Child,
+    workers: Vec<Child>,
+    bin_dir: PathBuf,
+    env: Vec<(&'static str, String)>,
+}
+
+/// What the recorded rows of a phase say.
+pub struct Recorded {
+    pub calls: i64,
+    pub seconds: f64,
+    pub start_p50_ms: f64,
+    pub start_p99_ms: f64,
+}
+
+impl Recorded {
+    pub fn rate(&self) -> f64 {
+        self.calls as f64 / self.seconds
+    }
+}
+
+fn spec(name: &str) -> FunctionSpec {
+    FunctionSpec {
+        name: name.parse().expect("valid name"),
+        lang: "builtin".into(),
+        handler: "echo".into(),
+        image: None,
+        environment: [("max_inflight".to_owned(), "256".to_owned())].into(),
+        labels: Default::default(),
+        annotations: Default::default(),
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl Installation {
+    pub async fn start(args: &BenchArgs) -> anyhow::Result<Self> {
+        let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+        let prefix = format!("bench{id}");
+        let database = format!("fjord_bench_{id}");
+        let with_database = |db: &str| -> anyhow::Result<String> {
+            let mut url = url::Url::parse(&args.database_url)?;
+            url.set_path(&format!("/{db}"));
+            Ok(url.to_string())
+        };
+        let admin_url = with_database("postgres")?;
+        let admin = sqlx::PgPool::connect(&admin_url)
+            .await
+            .context("connecting to PostgreSQL")?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+            .execute(&admin)
+            .await?;
+        admin.close().await;
+        let database_url = with_database(&database)?;
+        fjord_common::store::migrate(&database_url).await?;
+
+        let queue = Queue::connect(&args.nats_url, Names::new(&prefix)?).await?;
+        let registry = Registry::open(&queue).await?;
+        for name in ["sink", "echo"] {
+            let spec = spec(name);
+            registry
+                .deploy(
+                    &queue,
+                    &spec,
+                    &ConsumerSettings::for_spec(&spec, Duration::from_secs(30))?,
+                )
+                .await?;
+        }
+        let port = free_port()?;
+        let password = uuid::Uuid::new_v4().simple().to_string();
+        let env = vec![
+            ("NATS_URL", args.nats_url.clone()),
+            ("FJORD_NATS_PREFIX", prefix),
+            ("DATABASE_URL", database_url.clone()),
+            ("FJORD_GATEWAY_ADDR", format!("127.0.0.1:{port}")),
+            ("FJORD_BASIC_AUTH_USER", "bench".into()),
+            ("FJORD_BASIC_AUTH_PASSWORD", password),
+            ("RUST_LOG", "warn".into()),
+        ];
+        let bin_dir = std::env::current_exe()?
+            .parent()
+            .context("binary folder")?
+            .to_path_buf();
+        let spawn = |exe: &str, args: &[&str]| -> anyhow::Result<Child> {
+            let path = bin_dir.join(exe);
+            if !path.exists() {
+                bail!(
+                    "{} is missing: build with `cargo build --release --bins`",
+                    path.display()
+                );
+            }
+            let mut c = Command::new(path);
+            c.args(args).stdin(Stdio::null()).kill_on_drop(true);
+            for (k, v) in &env {
+                c.env(k, v);
+            }
+            Ok(c.spawn()?)
+        };
+        let control = spawn("fjord-worker", &["control", "--no-spawn"])?;
+        let gateway = spawn("fjord-gateway", &[])?;
+        let gateway_url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !http
+            .get(format!("{gateway_url}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            if tokio::time::Instant::now() > deadline {
+                bail!("the gateway did not come up");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let pool = sqlx::PgPool::connect(&database_url).await?;
+        Ok(Installation {
+            database_url,
+            admin_url,
+            database,
+            gateway_url,
+            queue,
+            pool,
+            gateway,
+            control,
+            workers: Vec::new(),
+            bin_dir,
+            env,
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.gateway_url)
+    }
+
+    fn roles(&self) -> Vec<(&'static str, Vec<u32>)> {
+        vec![
+            ("gateway", self.gateway.id().into_iter().collect()),
+            ("control", self.control.id().into_iter().collect()),
+            (
+                "workers",
+                self.workers.iter().filter_map(Child::id).collect(),
+            ),
+            ("nats-server", pids_named("nats-server")),
+            ("postgres", pids_named("postgres")),
+            ("load generator", vec![std::process::id()]),
+        ]
+    }
+
+    pub fn cpu_snapshot(&self) -> Snapshot {
+        Snapshot::take(&self.roles())
+    }
+
+    pub fn cpu_since(&self, before: &Snapshot) -> Usage {
+        Usage::between(before, &Snapshot::take(&self.roles()))
+    }
+
+    pub async fn start_workers(&mut self, function: &str, n: usize) -> anyhow::Result<()> {
+        for _ in 0..n {
+            let mut c = Command::new(self.bin_dir.join("fjord-worker"));
+            c.args(["run", "--function", function])
+                .stdin(Stdio::null())
+                .kill_on_drop(true);
+            for (k, v) in &self.env {
+                c.env(k, v);
+            }
+            self.workers.push(c.spawn()?);
+        }
+        // Warm: wait until each answers the head count.
+        let name = function.parse()?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let info = self
+                .queue
+                .function_consumer(&name)
+                .await?
+                .get_info()
+                .await?;
+            if info.num_waiting >= n {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("workers did not start");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Removes a function's backlog (its consumer) once its phase is measured, and waits for
+    /// the recorder to catch up so the next phase starts from a quiet system.
+    pub async fn drain(&self, function: &str) -> anyhow::Result<()> {
+        self.queue
+            .delete_function_consumer(&function.parse()?)
+            .await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+        loop {
+            let (last, floor) = self.queue.recorder_progress().await?;
+            if floor >= last {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("the recorder did not catch up");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until `expected` calls to `function` created since `since` are recorded
+    /// succeeded, then reads the phase's figures from their rows. `seconds` is wall-clock time
+    /// from `began` (the phase's first POST) to the moment the last row was seen recorded.
+    pub async fn wait_recorded(
+        &self,
+        function: &str,
+        since: DateTime<Utc>,
+        began: std::time::Instant,
+        expected: u64,
+    ) -> anyhow::Result<Recorded> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+        let seconds = loop {
+            let done: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM invocations WHERE function = $1 AND created_at >= $2 AND status = 'succeeded'",
+            )
+            .bind(function)
+            .bind(since)
+            .fetch_one(&self.pool)
+            .await?;
+            if done as u64 >= expected {
+                break began.elapsed().as_secs_f64();
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("only {done} of {expected} calls were recorded");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let (calls, p50, p99): (i64, f64, f64) = sqlx::query_as(
+            "SELECT count(*),
+                    (percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM started_at - created_at)) * 1000)::float8,
+                    (percentile_cont(0.99) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM started_at - created_at)) * 1000)::float8
+             FROM invocations WHERE function = $1 AND created_at >= $2",
+        )
+        .bind(function)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Recorded {
+            calls,
+            seconds,
+            start_p50_ms: p50,
+            start_p99_ms: p99,
+        })
+    }
+
+    pub async fn stop(&mut self) {
+        for child in self
+            .workers
+            .iter_mut()
+            .chain([&mut self.gateway, &mut self.control])
+        {
+            if let Some(pid) = child.id() {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+            let _ = child.start_kill();
+        }
+        self.pool.close().await;
+        let names = &self.queue.names;
+        for stream in [
+            names.stream(),
+            format!("KV_{}", names.registry_bucket()),
+            format!("OBJ_{}", names.bodies_bucket()),
+        ] {
+            let _ = self.queue.js.delete_stream(stream).await;
+        }
+        if let Ok(admin) = sqlx::PgPool::connect(&self.admin_url).await {
+            let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database);
+            let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&admin).await;
+        }
+    }
+}
