@@ -125,16 +125,6 @@ impl Event {
             Event::Finished(_) => "finished",
         }
     }
-
-    /// De-duplication id: a re-published event is stored once.
-    pub fn msg_id(&self) -> String {
-        match self {
-            Event::Started {
-                call_id, attempt, ..
-            } => format!("{call_id}.{attempt}.started"),
-            Event::Finished(f) => format!("{}.{}.finished", f.call_id, f.attempt),
-        }
-    }
 }
 
 /// Frames `meta` and `body` into one payload.

@@ -255,11 +255,25 @@ impl Queue {
         };
         let payload = invocation::encode(&meta, &inline);
         let subject = self.names.invoke(&meta.function);
-        self.publish(subject, &meta.call_id.to_string(), payload)
+        // The call id as message id: JetStream stores a re-sent call once.
+        let mut headers = schema_headers();
+        headers.insert("Nats-Msg-Id", meta.call_id.to_string().as_str());
+        self.publish(subject, headers, payload).await
+    }
+
+    /// Publishes a start event without waiting for JetStream's ack: losing one costs only the
+    /// `running` status for a moment (the outcome event repeats the attempt and start time),
+    /// and not waiting saves a round trip before every call.
+    pub async fn publish_started(&self, event: &Event) -> Result<(), Error> {
+        let payload = invocation::encode(event, &[]);
+        self.client
+            .publish_with_headers(self.names.event(event), schema_headers(), payload)
             .await
+            .map_err(Error::nats)
     }
 
     /// Publishes an outcome event (large result bodies out of band) and waits for the ack.
+    /// Events carry no de-duplication id: applying one twice changes nothing.
     pub async fn publish_event(&self, mut event: Event, body: Bytes) -> Result<u64, Error> {
         let inline = match &mut event {
             Event::Finished(f) if body.len() > self.inline_limit => {
@@ -274,14 +288,16 @@ impl Queue {
             _ => body,
         };
         let payload = invocation::encode(&event, &inline);
-        self.publish(self.names.event(&event), &event.msg_id(), payload)
+        self.publish(self.names.event(&event), schema_headers(), payload)
             .await
     }
 
-    async fn publish(&self, subject: String, msg_id: &str, payload: Bytes) -> Result<u64, Error> {
-        let mut headers = HeaderMap::new();
-        headers.insert(SCHEMA_HEADER, SCHEMA_VERSION.to_string().as_str());
-        headers.insert("Nats-Msg-Id", msg_id);
+    async fn publish(
+        &self,
+        subject: String,
+        headers: HeaderMap,
+        payload: Bytes,
+    ) -> Result<u64, Error> {
         let ack = self
             .js
             .publish_with_headers(subject, headers, payload)
@@ -385,6 +401,12 @@ impl Queue {
             .map_err(Error::nats)?;
         Ok((last, info.ack_floor.stream_sequence))
     }
+}
+
+fn schema_headers() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(SCHEMA_HEADER, SCHEMA_VERSION.to_string().as_str());
+    headers
 }
 
 /// Idempotent creation of the stream, recorder consumer, bodies bucket and registry bucket.

@@ -19,13 +19,29 @@ use crate::{CallId, Error};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
+/// Connection options for `database_url`. On loopback, TLS is off unless the URL asks for it
+/// (`sslmode=`): sqlx does not set TCP_NODELAY, and over TLS a large batch then stalls on the
+/// server's delayed ACK (about 40 ms a batch, measured: 21k rows/s instead of 134k with
+/// Debian's default `ssl = on`). TLS on loopback protects nothing.
+pub fn connect_options(database_url: &str) -> Result<PgConnectOptions, Error> {
+    let options: PgConnectOptions = database_url.parse()?;
+    let loopback = matches!(
+        options.get_host(),
+        "127.0.0.1" | "localhost" | "::1" | "[::1]"
+    ) || options.get_host().starts_with('/');
+    if loopback && !database_url.contains("sslmode=") {
+        return Ok(options.ssl_mode(sqlx::postgres::PgSslMode::Disable));
+    }
+    Ok(options)
+}
+
 /// Applies the embedded migrations over a direct connection (sqlx takes an advisory lock, which
 /// needs a session: never run this through PgBouncer's transaction pooling).
 pub async fn migrate(database_url: &str) -> Result<(), Error> {
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .acquire_timeout(Duration::from_secs(10))
-        .connect(database_url)
+        .connect_with(connect_options(database_url)?)
         .await?;
     MIGRATOR.run(&pool).await?;
     pool.close().await;
@@ -206,7 +222,7 @@ pub struct Store {
 impl Store {
     /// A pool of at most `max_connections`; connections are opened lazily.
     pub async fn connect(database_url: &str, max_connections: u32) -> Result<Self, Error> {
-        let options: PgConnectOptions = database_url.parse()?;
+        let options = connect_options(database_url)?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(3))

@@ -24,8 +24,10 @@ async fn sync_call_returns_the_functions_response_and_is_recorded() {
     assert_eq!(r.headers()["content-type"], "application/json");
     let id = r.headers()["x-call-id"].to_str().unwrap().to_owned();
     assert_eq!(r.text().await.unwrap(), r#"{"a":1}"#);
-    let s = p.status(&id).await;
+    // Recorded like any other call (the recorder may be a moment behind the response).
+    let s = p.wait_final(&id, Duration::from_secs(10)).await;
     assert_eq!(s["status"], "succeeded");
+    assert_eq!(s["attempts"], 1);
 
     // The function's own failure status comes back as is.
     let r = p

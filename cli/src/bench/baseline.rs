@@ -81,7 +81,8 @@ pub async fn run(
     let pull = pulled as f64 / started.elapsed().as_secs_f64();
     js.delete_stream(&name).await?;
 
-    let pool = sqlx::PgPool::connect(database_url).await?;
+    let pool =
+        sqlx::PgPool::connect_with(fjord_common::store::connect_options(database_url)?).await?;
     let started = Instant::now();
     let mut inserted = 0u64;
     // Rows like a finished call's: the result body is the request body, as with echo.

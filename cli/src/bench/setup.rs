@@ -143,7 +143,8 @@ impl Installation {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let pool = sqlx::PgPool::connect(&database_url).await?;
+        let pool = sqlx::PgPool::connect_with(fjord_common::store::connect_options(&database_url)?)
+            .await?;
         Ok(Installation {
             database_url,
             admin_url,
