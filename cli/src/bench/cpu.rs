@@ -26,21 +26,28 @@ pub fn pids_named(comm: &str) -> Vec<u32> {
         .collect()
 }
 
-/// Ticks per role at one moment.
+/// Ticks per process, per role, at one moment.
 #[derive(Clone, Default)]
-pub struct Snapshot(pub BTreeMap<&'static str, u64>);
+pub struct Snapshot(BTreeMap<&'static str, BTreeMap<u32, u64>>);
 
 impl Snapshot {
     pub fn take(roles: &[(&'static str, Vec<u32>)]) -> Snapshot {
-        let mut map = BTreeMap::new();
+        let mut map: BTreeMap<&'static str, BTreeMap<u32, u64>> = BTreeMap::new();
         for (role, pids) in roles {
-            *map.entry(*role).or_default() += pids.iter().filter_map(|p| ticks(*p)).sum::<u64>();
+            let entry = map.entry(*role).or_default();
+            for pid in pids {
+                if let Some(t) = ticks(*pid) {
+                    entry.insert(*pid, t);
+                }
+            }
         }
         Snapshot(map)
     }
 }
 
-/// CPU seconds per role between two snapshots.
+/// CPU seconds per role between two snapshots, process by process: a process that started in
+/// between counts from zero; one that exited in between is missed for its last stretch (an
+/// undercount, never the negative total a sum of sums would give).
 pub struct Usage(pub Vec<(&'static str, f64)>);
 
 impl Usage {
@@ -49,11 +56,15 @@ impl Usage {
             after
                 .0
                 .iter()
-                .map(|(role, t)| {
-                    (
-                        *role,
-                        t.saturating_sub(*before.0.get(role).unwrap_or(&0)) as f64 / TICKS,
-                    )
+                .map(|(role, pids)| {
+                    let earlier = before.0.get(role);
+                    let used: u64 = pids
+                        .iter()
+                        .map(|(pid, t)| {
+                            t.saturating_sub(earlier.and_then(|e| e.get(pid)).copied().unwrap_or(0))
+                        })
+                        .sum();
+                    (*role, used as f64 / TICKS)
                 })
                 .collect(),
         )
