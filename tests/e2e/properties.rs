@@ -163,3 +163,51 @@ async fn thousands_of_concurrent_calls_make_exactly_one_record_each() {
     assert_eq!(rows.len(), 3000, "one row per call");
     assert_eq!(recorded, accepted);
 }
+
+#[tokio::test]
+async fn a_call_whose_every_attempt_is_lost_ends_dead_and_leaves_the_stream() {
+    let p = Platform::start_with(Options {
+        ack_wait: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await;
+    let mut spec = fjord_tests::spec("sleep", "sleep");
+    spec.annotations
+        .insert("com.openfaas.retry.attempts".into(), "1".into());
+    p.deploy_spec(spec).await;
+    let mut first = p.spawn_worker("sleep");
+    let r = p
+        .post("/async-function/sleep?ms=3000")
+        .send()
+        .await
+        .unwrap();
+    let id = r.headers()["x-call-id"].to_str().unwrap().to_owned();
+    wait_for("the call to start", Duration::from_secs(30), || async {
+        (p.status(&id).await["status"] == "running").then_some(())
+    })
+    .await;
+    kill(Pid::from_raw(first.id().unwrap() as i32), Signal::SIGKILL).unwrap();
+    first.wait().await.unwrap();
+    let mut second = p.spawn_worker("sleep");
+    let s = p.wait_final(&id, Duration::from_secs(30)).await;
+    assert_eq!(s["status"], "dead", "{s}");
+    assert_eq!(s["attempts"], 1, "{s}");
+    assert_eq!(s["function_status"], 503);
+    assert!(s["error"].as_str().unwrap().contains("lost"), "{s}");
+    // Terminated, not stuck: nothing pending or in flight for the function.
+    let consumer = p
+        .queue
+        .function_consumer(&"sleep".parse().unwrap())
+        .await
+        .unwrap();
+    wait_for(
+        "the message to leave the consumer",
+        Duration::from_secs(10),
+        || async {
+            let info = consumer.get_info().await.unwrap();
+            (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+        },
+    )
+    .await;
+    second.start_kill().unwrap();
+}

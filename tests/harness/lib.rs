@@ -109,7 +109,11 @@ struct OwnServers {
 async fn containers(
     nats: bool,
     postgres: bool,
-) -> (Option<String>, Option<String>, Vec<Box<dyn std::any::Any + Send + Sync>>) {
+) -> (
+    Option<String>,
+    Option<String>,
+    Vec<Box<dyn std::any::Any + Send + Sync>>,
+) {
     use testcontainers_modules::nats::{Nats, NatsServerCmd};
     use testcontainers_modules::postgres::Postgres;
     use testcontainers_modules::testcontainers::ImageExt;
@@ -119,15 +123,24 @@ async fn containers(
     let mut admin_url = None;
     if nats {
         let cmd = NatsServerCmd::default().with_jetstream();
-        let c = Nats::default().with_cmd(&cmd).start().await.expect("starting a NATS container");
+        let c = Nats::default()
+            .with_cmd(&cmd)
+            .start()
+            .await
+            .expect("starting a NATS container");
         let port = c.get_host_port_ipv4(4222).await.expect("NATS port");
         nats_url = Some(format!("nats://127.0.0.1:{port}"));
         handles.push(Box::new(c));
     }
     if postgres {
-        let c = Postgres::default().start().await.expect("starting a PostgreSQL container");
+        let c = Postgres::default()
+            .start()
+            .await
+            .expect("starting a PostgreSQL container");
         let port = c.get_host_port_ipv4(5432).await.expect("PostgreSQL port");
-        admin_url = Some(format!("postgres://postgres:postgres@127.0.0.1:{port}/postgres"));
+        admin_url = Some(format!(
+            "postgres://postgres:postgres@127.0.0.1:{port}/postgres"
+        ));
         handles.push(Box::new(c));
     }
     (nats_url, admin_url, handles)
@@ -146,21 +159,27 @@ async fn servers() -> &'static OwnServers {
             };
             let postgres_configured = match std::env::var("DATABASE_URL") {
                 Ok(url) => Some(url),
-                Err(_) if answers(5432).await => Some("postgres://postgres@127.0.0.1:5432/postgres".to_owned()),
+                Err(_) if answers(5432).await => {
+                    Some("postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+                }
                 Err(_) => None,
             };
             // Neither configured nor running nor installed: containers, where the build has them.
             #[cfg(feature = "testcontainers")]
             let (nats_configured, postgres_configured, containers) = {
-                let need_nats = nats_configured.is_none() && fjord_common::services::find_nats_server().is_none();
-                let need_pg = postgres_configured.is_none() && fjord_common::services::find_postgres_bin_dir().is_none();
+                let need_nats = nats_configured.is_none()
+                    && fjord_common::services::find_nats_server().is_none();
+                let need_pg = postgres_configured.is_none()
+                    && fjord_common::services::find_postgres_bin_dir().is_none();
                 let (n, p, handles) = containers(need_nats, need_pg).await;
                 (nats_configured.or(n), postgres_configured.or(p), handles)
             };
             let (nats, nats_url) = match nats_configured {
                 Some(url) => (None, url),
                 None => {
-                    let n = LocalNats::start(&scratch.join("nats"), 0).await.expect("starting nats-server");
+                    let n = LocalNats::start(&scratch.join("nats"), 0)
+                        .await
+                        .expect("starting nats-server");
                     let url = n.url();
                     (Some(n), url)
                 }
@@ -168,7 +187,9 @@ async fn servers() -> &'static OwnServers {
             let (postgres, admin_url) = match postgres_configured {
                 Some(url) => (None, url),
                 None => {
-                    let p = LocalPostgres::start(&scratch.join("postgres"), 0).await.expect("starting PostgreSQL");
+                    let p = LocalPostgres::start(&scratch.join("postgres"), 0)
+                        .await
+                        .expect("starting PostgreSQL");
                     let url = p.url("postgres");
                     (Some(p), url)
                 }
