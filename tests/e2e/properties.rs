@@ -9,6 +9,26 @@ use futures::StreamExt;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+/// Starts a worker process, makes a `sleep` call with `query`, SIGKILLs the worker once the
+/// call runs, and starts a second worker. Returns the call id and the second worker.
+async fn kill_worker_mid_call(p: &Platform, query: &str) -> (String, tokio::process::Child) {
+    let mut first = p.spawn_worker("sleep");
+    let r = p
+        .post(&format!("/async-function/sleep?{query}"))
+        .body("payload")
+        .send()
+        .await
+        .unwrap();
+    let id = r.headers()["x-call-id"].to_str().unwrap().to_owned();
+    wait_for("the call to start", Duration::from_secs(30), || async {
+        (p.status(&id).await["status"] == "running").then_some(())
+    })
+    .await;
+    kill(Pid::from_raw(first.id().unwrap() as i32), Signal::SIGKILL).unwrap();
+    first.wait().await.unwrap();
+    (id, p.spawn_worker("sleep"))
+}
+
 #[tokio::test]
 async fn a_call_running_five_times_the_lease_is_neither_redelivered_nor_duplicated() {
     let mut p = Platform::start_with(Options {
@@ -52,21 +72,7 @@ async fn a_worker_killed_mid_call_is_replaced_and_the_call_completes_once() {
     })
     .await;
     p.deploy("sleep", "sleep").await;
-    let mut first = p.spawn_worker("sleep");
-    let r = p
-        .post("/async-function/sleep?ms=3000")
-        .body("payload")
-        .send()
-        .await
-        .unwrap();
-    let id = r.headers()["x-call-id"].to_str().unwrap().to_owned();
-    wait_for("the call to start", Duration::from_secs(20), || async {
-        (p.status(&id).await["status"] == "running").then_some(())
-    })
-    .await;
-    kill(Pid::from_raw(first.id().unwrap() as i32), Signal::SIGKILL).unwrap();
-    first.wait().await.unwrap();
-    let mut second = p.spawn_worker("sleep");
+    let (id, mut second) = kill_worker_mid_call(&p, "ms=3000").await;
     let s = p.wait_final(&id, Duration::from_secs(30)).await;
     assert_eq!(s["status"], "succeeded", "{s}");
     assert_eq!(s["attempts"], 2, "{s}");
@@ -175,20 +181,7 @@ async fn a_call_whose_every_attempt_is_lost_ends_dead_and_leaves_the_stream() {
     spec.annotations
         .insert("com.openfaas.retry.attempts".into(), "1".into());
     p.deploy_spec(spec).await;
-    let mut first = p.spawn_worker("sleep");
-    let r = p
-        .post("/async-function/sleep?ms=3000")
-        .send()
-        .await
-        .unwrap();
-    let id = r.headers()["x-call-id"].to_str().unwrap().to_owned();
-    wait_for("the call to start", Duration::from_secs(30), || async {
-        (p.status(&id).await["status"] == "running").then_some(())
-    })
-    .await;
-    kill(Pid::from_raw(first.id().unwrap() as i32), Signal::SIGKILL).unwrap();
-    first.wait().await.unwrap();
-    let mut second = p.spawn_worker("sleep");
+    let (id, mut second) = kill_worker_mid_call(&p, "ms=3000").await;
     let s = p.wait_final(&id, Duration::from_secs(30)).await;
     assert_eq!(s["status"], "dead", "{s}");
     assert_eq!(s["attempts"], 1, "{s}");

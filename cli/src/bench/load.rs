@@ -83,25 +83,37 @@ fn tally() -> Arc<Tally> {
     })
 }
 
-/// `connections` loops, each sending its next call as soon as the last is answered.
-pub async fn closed_loop(
+/// When a sender's next call is due: `None` stops it, `Some(None)` sends at once,
+/// `Some(Some(t))` sends at `t`.
+type Due = Option<Option<Instant>>;
+
+/// Runs `connections` senders, each asking `schedule` when to send its next call.
+async fn drive(
     url: &str,
     body: &[u8],
     connections: usize,
-    duration: Duration,
+    schedule: impl Fn() -> Due + Send + Sync + 'static,
 ) -> anyhow::Result<Load> {
     let client = client(connections)?;
     let body = bytes::Bytes::copy_from_slice(body);
     let tally = tally();
+    let schedule = Arc::new(schedule);
     let started = Instant::now();
-    let deadline = started + duration;
     let tasks: Vec<_> = (0..connections)
         .map(|_| {
-            let (client, url, body, tally) =
-                (client.clone(), url.to_owned(), body.clone(), tally.clone());
+            let (client, url, body, tally, schedule) = (
+                client.clone(),
+                url.to_owned(),
+                body.clone(),
+                tally.clone(),
+                schedule.clone(),
+            );
             tokio::spawn(async move {
                 let mut local = Vec::new();
-                while Instant::now() < deadline {
+                while let Some(due) = schedule() {
+                    if let Some(due) = due {
+                        tokio::time::sleep_until(due.into()).await;
+                    }
                     one(&client, &url, &body, &tally, &mut local).await;
                 }
                 tally.latencies.lock().await.extend(local);
@@ -114,6 +126,20 @@ pub async fn closed_loop(
     Ok(finish(tally, started).await)
 }
 
+/// `connections` loops, each sending its next call as soon as the last is answered.
+pub async fn closed_loop(
+    url: &str,
+    body: &[u8],
+    connections: usize,
+    duration: Duration,
+) -> anyhow::Result<Load> {
+    let deadline = Instant::now() + duration;
+    drive(url, body, connections, move || {
+        (Instant::now() < deadline).then_some(None)
+    })
+    .await
+}
+
 /// Calls sent at `rate` per second for `duration`, spread over `connections` senders, each
 /// sending on its own schedule (a late answer delays nothing but itself, up to the number of
 /// connections).
@@ -124,38 +150,12 @@ pub async fn open_loop(
     rate: f64,
     duration: Duration,
 ) -> anyhow::Result<Load> {
-    let client = client(connections)?;
-    let body = bytes::Bytes::copy_from_slice(body);
-    let tally = tally();
     let started = Instant::now();
     let total = (rate * duration.as_secs_f64()) as u64;
-    let next = Arc::new(AtomicU64::new(0));
-    let tasks: Vec<_> = (0..connections)
-        .map(|_| {
-            let (client, url, body, tally, next) = (
-                client.clone(),
-                url.to_owned(),
-                body.clone(),
-                tally.clone(),
-                next.clone(),
-            );
-            tokio::spawn(async move {
-                let mut local = Vec::new();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= total {
-                        break;
-                    }
-                    let due = started + Duration::from_secs_f64(i as f64 / rate);
-                    tokio::time::sleep_until(due.into()).await;
-                    one(&client, &url, &body, &tally, &mut local).await;
-                }
-                tally.latencies.lock().await.extend(local);
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await?;
-    }
-    Ok(finish(tally, started).await)
+    let next = AtomicU64::new(0);
+    drive(url, body, connections, move || {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        (i < total).then(|| Some(started + Duration::from_secs_f64(i as f64 / rate)))
+    })
+    .await
 }
