@@ -14,6 +14,8 @@ pub enum ApiError {
     InvocationNotFound(String),
     #[error("no route {0}")]
     RouteNotFound(String),
+    #[error("invalid path: {0}")]
+    InvalidPath(String),
     #[error("method {method} is not allowed here; allowed: {allowed}")]
     MethodNotAllowed {
         method: String,
@@ -54,6 +56,7 @@ impl ApiError {
             ApiError::FunctionNotFound(_) => "function_not_found",
             ApiError::InvocationNotFound(_) => "invocation_not_found",
             ApiError::RouteNotFound(_) => "route_not_found",
+            ApiError::InvalidPath(_) => "invalid_path",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::BadBody(_) => "bad_body",
@@ -78,6 +81,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadBody(_)
+            | ApiError::InvalidPath(_)
             | ApiError::InvalidCallbackUrl(_)
             | ApiError::InvalidCallId(_)
             | ApiError::InvalidQuery { .. } => StatusCode::BAD_REQUEST,

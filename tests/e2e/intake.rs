@@ -255,6 +255,14 @@ async fn bad_input_gets_clear_errors() {
             "{bad:?}"
         );
     }
+    let r = p.post("/async-function/echo/%FF%FE").send().await.unwrap();
+    assert_eq!(
+        error_code(r).await,
+        (400, "invalid_path".into()),
+        "invalid UTF-8 in the sub-path"
+    );
+    let r = p.system("/system/invocations/%FF").send().await.unwrap();
+    assert_eq!(error_code(r).await, (400, "invalid_path".into()));
     let r = p.post("/no/such/route").send().await.unwrap();
     assert_eq!(error_code(r).await, (404, "route_not_found".into()));
     // Nothing refused above was queued.

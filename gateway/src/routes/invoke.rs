@@ -4,14 +4,15 @@
 use std::collections::HashMap;
 
 use axum::body::{Body, Bytes};
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use fjord_common::invocation::{self, BodyRef, CallMeta, Event, now_ns};
 use fjord_common::{CallId, FunctionName};
 use futures::StreamExt;
 
+use super::extract::ApiPath;
 use crate::AppState;
 use crate::error::ApiError;
 
@@ -144,7 +145,7 @@ fn call_headers(response: &mut Response, accepted: &Accepted) {
 
 pub async fn asynchronous(
     State(state): State<AppState>,
-    Path(params): Path<HashMap<String, String>>,
+    ApiPath(params): ApiPath<HashMap<String, String>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -173,7 +174,7 @@ const HOP_BY_HOP: [&str; 4] = [
 
 pub async fn synchronous(
     State(state): State<AppState>,
-    Path(params): Path<HashMap<String, String>>,
+    ApiPath(params): ApiPath<HashMap<String, String>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,

@@ -1,6 +1,7 @@
 //! The gateway's routes. Invocation routes are open (as in OpenFaaS); `/system/*` is behind
 //! basic auth; `/healthz` is open.
 
+mod extract;
 mod invoke;
 mod queues;
 mod status;

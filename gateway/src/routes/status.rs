@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -20,6 +20,7 @@ use fjord_common::store::{InvocationRow, ListFilter};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::extract::{ApiPath, ApiQuery};
 use crate::AppState;
 use crate::error::ApiError;
 
@@ -78,7 +79,7 @@ async fn find(state: &AppState, call_id: CallId) -> Result<InvocationRow, ApiErr
 
 pub async fn get(
     State(state): State<AppState>,
-    Path(raw): Path<String>,
+    ApiPath(raw): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let row = find(&state, parse_id(&raw)?).await?;
     Ok(Json(to_json(&row)))
@@ -88,7 +89,7 @@ const FINAL: [&str; 4] = ["succeeded", "failed", "dead", "cancelled"];
 
 pub async fn result(
     State(state): State<AppState>,
-    Path(raw): Path<String>,
+    ApiPath(raw): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let call_id = parse_id(&raw)?;
     let row = find(&state, call_id).await?;
@@ -144,7 +145,7 @@ fn parse_cursor(raw: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
 
 pub async fn list(
     State(state): State<AppState>,
-    Query(params): Query<HashMap<String, String>>,
+    ApiQuery(params): ApiQuery<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let status = params.get("status").filter(|s| !s.is_empty()).cloned();
     if let Some(s) = &status
