@@ -34,14 +34,22 @@ pub async fn run(
     options: ControlOptions,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let tracker = TaskTracker::new();
-    let recorder = tracker.spawn(crate::recorder::run(queue.clone(), store, shutdown.clone()));
+    // The recorder stops only after the workers have exited, so the outcomes they publish while
+    // draining are recorded by this process rather than left for the next one.
+    let recorder_stop = CancellationToken::new();
+    let recorder = tokio::spawn(crate::recorder::run(
+        queue.clone(),
+        store,
+        recorder_stop.clone(),
+    ));
+    let workers = TaskTracker::new();
     if options.spawn_workers {
-        supervise(&queue, &options, &tracker, &shutdown).await?;
+        supervise(&queue, &options, &workers, &shutdown).await?;
     }
-    tracker.close();
+    workers.close();
     shutdown.cancelled().await;
-    tracker.wait().await;
+    workers.wait().await;
+    recorder_stop.cancel();
     match recorder.await {
         Ok(result) => result,
         Err(e) => Err(Error::Nats(format!("recorder task failed: {e}"))),

@@ -2,6 +2,10 @@
 //! events) and applies them to PostgreSQL in batches, one transaction per batch, acknowledging
 //! only after the commit. While PostgreSQL is away it holds its batch and retries; the stream
 //! keeps everything meanwhile, so intake never depends on the database.
+//!
+//! On shutdown it first applies what it has already been handed (until the pull goes quiet,
+//! bounded by [`DRAIN_LIMIT`]); what it cannot apply it hands back for immediate redelivery, so
+//! the next recorder does not wait out the lease.
 
 use std::time::Duration;
 
@@ -16,6 +20,11 @@ use tracing::{debug, error, info, warn};
 
 /// Messages applied in one transaction at most.
 const MAX_BATCH: usize = 2000;
+
+/// How long a stopping recorder keeps applying messages already delivered to it.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+/// The pull counts as quiet when nothing arrives for this long.
+const DRAIN_QUIET: Duration = Duration::from_millis(200);
 
 pub async fn run(
     queue: Queue,
@@ -39,17 +48,20 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
         };
         let Some(chunk) = chunk else { break };
-        let mut messages = Vec::with_capacity(chunk.len());
-        for m in chunk {
-            match m {
-                Ok(m) => messages.push(m),
-                Err(e) => warn!(error = %e, "recorder pull interrupted"),
-            }
+        if !record(&queue, &store, ok_messages(chunk), &shutdown).await {
+            break;
         }
-        if messages.is_empty() {
-            continue;
-        }
-        if !record(&queue, &store, messages, &shutdown).await {
+    }
+    // Drain: a short, bounded grace of its own, since `shutdown` has already fired.
+    let drain = CancellationToken::new();
+    let deadline = tokio::time::Instant::now() + DRAIN_LIMIT;
+    let stop_drain = drain.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep_until(deadline).await;
+        stop_drain.cancel();
+    });
+    while let Ok(Some(chunk)) = tokio::time::timeout(DRAIN_QUIET, chunks.next()).await {
+        if !record(&queue, &store, ok_messages(chunk), &drain).await {
             break;
         }
     }
@@ -57,7 +69,20 @@ pub async fn run(
     Ok(())
 }
 
-/// Applies one chunk; `false` when shutdown interrupted the retries (nothing was acked).
+fn ok_messages(
+    chunk: Vec<Result<Message, async_nats::jetstream::consumer::pull::MessagesError>>,
+) -> Vec<Message> {
+    chunk
+        .into_iter()
+        .filter_map(|m| {
+            m.map_err(|e| warn!(error = %e, "recorder pull interrupted"))
+                .ok()
+        })
+        .collect()
+}
+
+/// Applies one chunk; `false` when `shutdown` interrupted the retries, in which case the
+/// chunk's messages are handed back (nak) for immediate redelivery.
 async fn record(
     queue: &Queue,
     store: &Store,
@@ -113,7 +138,12 @@ async fn record(
                 warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "recording a batch failed; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => return false,
+                    _ = shutdown.cancelled() => {
+                        for message in &applied {
+                            let _ = message.ack_with(AckKind::Nak(None)).await;
+                        }
+                        return false;
+                    }
                 }
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
