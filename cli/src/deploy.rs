@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use fjord_common::config::{NatsArgs, parse_duration};
+use fjord_common::config::{NatsArgs, duration_arg};
 use fjord_common::queue::{ConsumerSettings, Queue};
 use fjord_common::registry::Registry;
 use fjord_common::stack::{FunctionSpec, Stack};
@@ -25,12 +25,8 @@ pub struct DeployArgs {
 pub struct QueueArgs {
     /// Lease of a running call: a worker silent this long is presumed dead and its call is
     /// redelivered (running calls renew it; this is not an execution time limit).
-    #[arg(long, env = "FJORD_ACK_WAIT", default_value = "30s", value_parser = duration)]
+    #[arg(long, env = "FJORD_ACK_WAIT", default_value = "30s", value_parser = duration_arg)]
     pub ack_wait: Duration,
-}
-
-fn duration(s: &str) -> Result<Duration, String> {
-    parse_duration(s).map_err(|e| e.to_string())
 }
 
 /// Reads and validates a stack file.

@@ -52,6 +52,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, Error> {
         .map_err(|_| Error::invalid("duration", format!("{text:?} is out of range")))
 }
 
+/// [`parse_duration`] as a clap `value_parser`.
+pub fn duration_arg(text: &str) -> Result<Duration, String> {
+    parse_duration(text).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -77,6 +77,19 @@ impl Names {
     pub fn registry_bucket(&self) -> String {
         format!("{}_functions", self.prefix)
     }
+    /// The stream backing the registry bucket.
+    pub fn registry_stream(&self) -> String {
+        format!("KV_{}", self.registry_bucket())
+    }
+    /// Every stream of the installation (calls, registry, stored bodies): what removing an
+    /// installation deletes.
+    pub fn streams(&self) -> [String; 3] {
+        [
+            self.stream(),
+            self.registry_stream(),
+            format!("OBJ_{}", self.bodies_bucket()),
+        ]
+    }
 }
 
 /// Per-function queue settings fixed when the function's consumer is created.

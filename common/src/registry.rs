@@ -16,7 +16,7 @@ use crate::{Error, FunctionName};
 pub(crate) async fn ensure_bucket(js: &jetstream::Context, names: &Names) -> Result<(), Error> {
     let bucket = names.registry_bucket();
     js.get_or_create_stream(stream::Config {
-        name: format!("KV_{bucket}"),
+        name: names.registry_stream(),
         subjects: vec![format!("$KV.{bucket}.>")],
         max_messages_per_subject: 1,
         storage: stream::StorageType::File,

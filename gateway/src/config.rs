@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use fjord_common::config::{NatsArgs, parse_duration};
+use fjord_common::config::{NatsArgs, duration_arg};
 
 #[derive(Clone, Debug, clap::Parser)]
 #[command(name = "fjord-gateway", version, about = "Fjord's HTTP gateway")]
@@ -24,10 +24,10 @@ pub struct GatewayConfig {
     #[arg(long, env = "FJORD_SYNC_TIMEOUT", default_value_t = 60)]
     pub sync_timeout: u64,
     /// How long intake waits for JetStream's acknowledgement before answering 503.
-    #[arg(long, env = "FJORD_PUBLISH_TIMEOUT", default_value = "1500ms", value_parser = duration)]
+    #[arg(long, env = "FJORD_PUBLISH_TIMEOUT", default_value = "1500ms", value_parser = duration_arg)]
     pub publish_timeout: Duration,
     /// How long a status read of an unknown id waits for the recorder to catch up.
-    #[arg(long, env = "FJORD_READ_WAIT", default_value = "1s", value_parser = duration)]
+    #[arg(long, env = "FJORD_READ_WAIT", default_value = "1s", value_parser = duration_arg)]
     pub read_wait: Duration,
     /// PostgreSQL connections for reads.
     #[arg(long, env = "FJORD_GATEWAY_DB_POOL", default_value_t = 4)]
@@ -42,10 +42,6 @@ pub struct GatewayConfig {
     /// its secrets); used when the two variables above are not set.
     #[arg(long, env = "FJORD_BASIC_AUTH_FILE_DIR")]
     pub basic_auth_file_dir: Option<PathBuf>,
-}
-
-fn duration(s: &str) -> Result<Duration, String> {
-    parse_duration(s).map_err(|e| e.to_string())
 }
 
 /// Basic-auth credentials for `/system/*`.

@@ -494,11 +494,7 @@ impl Drop for Platform {
         blocking_cleanup(async move {
             if let Ok(client) = async_nats::connect(&nats_url).await {
                 let js = async_nats::jetstream::new(client);
-                for stream in [
-                    format!("{prefix}_calls"),
-                    format!("KV_{prefix}_functions"),
-                    format!("OBJ_{prefix}_bodies"),
-                ] {
+                for stream in Names::new(&prefix).expect("valid prefix").streams() {
                     let _ = js.delete_stream(stream).await;
                 }
             }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use fjord_common::config::{NatsArgs, parse_duration};
+use fjord_common::config::{NatsArgs, duration_arg};
 use fjord_common::queue::Queue;
 use fjord_common::registry::Registry;
 use fjord_common::store::{self, Store};
@@ -35,7 +35,7 @@ enum Command {
         #[arg(long)]
         function: FunctionName,
         /// How long running calls may take to finish after SIGTERM.
-        #[arg(long, env = "FJORD_DRAIN_GRACE", default_value = "30s", value_parser = parse_duration_arg)]
+        #[arg(long, env = "FJORD_DRAIN_GRACE", default_value = "30s", value_parser = duration_arg)]
         drain_grace: Duration,
     },
     /// Run the recorder and keep the functions' worker processes running.
@@ -50,13 +50,9 @@ enum Command {
         #[arg(long, env = "FJORD_NO_SPAWN")]
         no_spawn: bool,
         /// How long running calls may take to finish after SIGTERM.
-        #[arg(long, env = "FJORD_DRAIN_GRACE", default_value = "30s", value_parser = parse_duration_arg)]
+        #[arg(long, env = "FJORD_DRAIN_GRACE", default_value = "30s", value_parser = duration_arg)]
         drain_grace: Duration,
     },
-}
-
-fn parse_duration_arg(s: &str) -> Result<Duration, String> {
-    parse_duration(s).map_err(|e| e.to_string())
 }
 
 #[tokio::main]

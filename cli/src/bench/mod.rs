@@ -13,12 +13,12 @@ mod setup;
 
 use std::time::Duration;
 
-use fjord_common::config::parse_duration;
+use fjord_common::config::duration_arg;
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
     /// How long each measured phase lasts.
-    #[arg(long, default_value = "30s", value_parser = duration)]
+    #[arg(long, default_value = "30s", value_parser = duration_arg)]
     pub duration: Duration,
     /// Keep-alive HTTP connections of the load generator.
     #[arg(long, default_value_t = 64)]
@@ -39,10 +39,6 @@ pub struct BenchArgs {
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
     pub database_url: String,
-}
-
-fn duration(s: &str) -> Result<Duration, String> {
-    parse_duration(s).map_err(|e| e.to_string())
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {

@@ -58,12 +58,6 @@ fn spec(name: &str) -> FunctionSpec {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 impl Installation {
     pub async fn start(args: &BenchArgs) -> anyhow::Result<Self> {
         let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
@@ -97,7 +91,7 @@ impl Installation {
                 )
                 .await?;
         }
-        let port = free_port()?;
+        let port = fjord_common::services::free_port()?;
         let password = uuid::Uuid::new_v4().simple().to_string();
         let env = vec![
             ("NATS_URL", args.nats_url.clone()),
@@ -294,12 +288,7 @@ impl Installation {
             let _ = child.start_kill();
         }
         self.pool.close().await;
-        let names = &self.queue.names;
-        for stream in [
-            names.stream(),
-            format!("KV_{}", names.registry_bucket()),
-            format!("OBJ_{}", names.bodies_bucket()),
-        ] {
+        for stream in self.queue.names.streams() {
             let _ = self.queue.js.delete_stream(stream).await;
         }
         if let Ok(admin) = sqlx::PgPool::connect(&self.admin_url).await {

@@ -133,7 +133,7 @@ fn is_executable(path: &Path) -> bool {
 }
 
 /// Binds 127.0.0.1:0 and releases it; another process could take the port before we use it.
-fn free_port() -> io::Result<u16> {
+pub fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
         .local_addr()?
         .port())
