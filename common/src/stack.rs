@@ -8,7 +8,14 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, FunctionName};
 
 /// The runtimes (`lang`) this build runs.
-pub const RUNTIMES: [&str; 1] = ["builtin"];
+pub const RUNTIMES: [&str; 6] = [
+    "builtin",
+    "exec",
+    "http",
+    "node18",
+    "node20",
+    "python3-http",
+];
 
 /// One deployed function, as the registry stores it and workers read it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -25,9 +32,72 @@ pub struct FunctionSpec {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+    /// Names of the secrets (`/system/secrets`) the function may read, as files under its
+    /// `secret_mount_path`.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    #[serde(default)]
+    pub limits: Option<Resources>,
+    #[serde(default)]
+    pub requests: Option<Resources>,
+    /// The handler folder, packed by `fjord deploy`: the SHA-256 (hex) of the `.tar.gz` in the
+    /// packages object store. `None` for built-ins and for commands that need no files.
+    #[serde(default)]
+    pub package: Option<String>,
+    /// Set when the function is created and kept by updates: a call carries the incarnation it
+    /// was accepted for, so calls queued before a removal never run under a later deployment
+    /// of the same name. Empty in specs that are not deployed yet.
+    #[serde(default)]
+    pub incarnation: String,
+}
+
+/// `limits` / `requests` as in stack.yml: Kubernetes quantities (`128Mi`, `1Gi`, `0.5`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resources {
+    #[serde(default)]
+    pub memory: Option<String>,
+    #[serde(default)]
+    pub cpu: Option<String>,
+}
+
+/// Bytes in a Kubernetes memory quantity: `134217728`, `128Mi`, `1Gi`, `500M`, `1.5G`.
+pub fn parse_memory(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let scale: f64 = match unit {
+        "" => 1.0,
+        "k" | "K" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let bytes = number * scale;
+    (bytes.is_finite() && bytes >= 1.0).then_some(bytes as u64)
 }
 
 impl FunctionSpec {
+    /// `limits.memory` in bytes; a present but unparsable value is an error naming the field.
+    pub fn memory_limit(&self) -> Result<Option<u64>, Error> {
+        match self.limits.as_ref().and_then(|l| l.memory.as_deref()) {
+            None | Some("") => Ok(None),
+            Some(v) => parse_memory(v).map(Some).ok_or_else(|| {
+                Error::invalid(
+                    "limits.memory",
+                    format!("{v:?} is not a memory quantity (such as 128Mi or 1Gi)"),
+                )
+            }),
+        }
+    }
+
     /// A label or annotation (labels win), as OpenFaaS reads `com.openfaas.*` settings.
     pub fn setting(&self, key: &str) -> Option<&str> {
         self.labels
@@ -98,6 +168,15 @@ pub struct StackFunction {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+    /// Files of `KEY=value` lines (or YAML `environment:` maps) merged under `environment`.
+    #[serde(default)]
+    pub environment_file: Vec<String>,
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    #[serde(default)]
+    pub limits: Option<Resources>,
+    #[serde(default)]
+    pub requests: Option<Resources>,
 }
 
 impl Stack {
@@ -132,6 +211,11 @@ impl Stack {
                     environment,
                     labels: f.labels.clone(),
                     annotations: f.annotations.clone(),
+                    secrets: f.secrets.clone(),
+                    limits: f.limits.clone(),
+                    requests: f.requests.clone(),
+                    package: None,
+                    incarnation: String::new(),
                 };
                 if !RUNTIMES.contains(&spec.lang.as_str()) {
                     return Err(Error::invalid(

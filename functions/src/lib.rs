@@ -49,6 +49,10 @@ pub struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
+    /// Why a failed call failed, for the call's status (`error`): an exit code and a bounded
+    /// stderr tail, a timeout, a memory kill, an unreachable upstream. `None` for a plain
+    /// non-2xx answer, which the worker describes by its status code.
+    pub reason: Option<String>,
 }
 
 impl Response {
@@ -57,6 +61,22 @@ impl Response {
             status,
             headers: vec![("Content-Type".to_owned(), content_type.to_owned())],
             body: body.into(),
+            reason: None,
+        }
+    }
+
+    /// A failure the function could not answer itself (it did not run, crashed, timed out):
+    /// `status` is what the caller sees, `reason` goes to the call's status.
+    pub fn failure(status: u16, reason: impl Into<String>) -> Self {
+        let reason = reason.into();
+        Response {
+            status,
+            headers: vec![(
+                "Content-Type".to_owned(),
+                "text/plain; charset=utf-8".to_owned(),
+            )],
+            body: Bytes::from(format!("{reason}\n")),
+            reason: Some(reason),
         }
     }
 

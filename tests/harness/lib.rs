@@ -543,6 +543,11 @@ pub fn spec(name: &str, handler: &str) -> FunctionSpec {
         environment: Default::default(),
         labels: Default::default(),
         annotations: Default::default(),
+        secrets: Vec::new(),
+        limits: None,
+        requests: None,
+        package: None,
+        incarnation: String::new(),
     }
 }
 

@@ -335,7 +335,12 @@ async fn execute(
     } else {
         (
             FinalStatus::Failed,
-            Some(format!("function answered HTTP {}", response.status)),
+            Some(
+                response
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| format!("function answered HTTP {}", response.status)),
+            ),
         )
     };
     let mut f = finished(

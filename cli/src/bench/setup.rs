@@ -55,6 +55,11 @@ fn spec(name: &str) -> FunctionSpec {
         environment: [("max_inflight".to_owned(), "256".to_owned())].into(),
         labels: Default::default(),
         annotations: Default::default(),
+        secrets: Vec::new(),
+        limits: None,
+        requests: None,
+        package: None,
+        incarnation: String::new(),
     }
 }
 
