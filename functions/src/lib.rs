@@ -8,8 +8,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 mod echo;
+pub mod image_resize;
 mod inspect;
+pub mod pdf;
 mod sleep;
+pub mod templates;
 
 /// One call as a function sees it.
 #[derive(Clone, Debug, Default)]
@@ -94,7 +97,7 @@ pub trait Function: Send + Sync {
 }
 
 /// The names `lang: builtin` accepts as `handler`.
-pub const BUILTINS: [&str; 3] = ["echo", "sleep", "inspect"];
+pub const BUILTINS: [&str; 5] = ["echo", "sleep", "inspect", "image-resize", "pdf"];
 
 /// The built-in function called `handler`, if there is one.
 pub fn builtin(handler: &str) -> Option<Arc<dyn Function>> {
@@ -102,6 +105,8 @@ pub fn builtin(handler: &str) -> Option<Arc<dyn Function>> {
         "echo" => Some(Arc::new(echo::Echo)),
         "sleep" => Some(Arc::new(sleep::Sleep)),
         "inspect" => Some(Arc::new(inspect::Inspect)),
+        "pdf" => Some(Arc::new(pdf::Pdf)),
+        "image-resize" => Some(Arc::new(image_resize::ImageResize::from_env())),
         _ => None,
     }
 }
