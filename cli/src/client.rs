@@ -1,5 +1,5 @@
-//! Reaching a gateway: its URL (`--gateway`, `FJORD_GATEWAY_URL`, `OPENFAAS_URL`, as faas-cli
-//! does) and the basic-auth credentials (`FJORD_BASIC_AUTH_USER`/`_PASSWORD`, else the ones
+//! Reaching a gateway: its URL (`--gateway`, `FJORD_GATEWAY_URL`, `OPENFAAS_URL` as faas-cli
+//! does, then a stack's `provider.gateway`) and the basic-auth credentials (`FJORD_BASIC_AUTH_USER`/`_PASSWORD`, else the ones
 //! `fjord up` stored under the data directory).
 
 use std::path::{Path, PathBuf};
@@ -47,11 +47,14 @@ pub fn credentials(data_dir: &Path) -> Option<(String, String)> {
 }
 
 impl Gateway {
-    pub fn new(args: &GatewayArgs) -> anyhow::Result<Self> {
+    /// `stack_gateway` is the stack's `provider.gateway`, used when neither the flag nor the
+    /// variables name one.
+    pub fn new(args: &GatewayArgs, stack_gateway: Option<&str>) -> anyhow::Result<Self> {
         let url = args
             .gateway
             .clone()
-            .or_else(|| std::env::var("OPENFAAS_URL").ok())
+            .or_else(|| std::env::var("OPENFAAS_URL").ok().filter(|u| !u.is_empty()))
+            .or_else(|| stack_gateway.filter(|u| !u.is_empty()).map(str::to_owned))
             .unwrap_or_else(|| "http://127.0.0.1:8080".to_owned());
         let http = reqwest::Client::builder()
             .build()
@@ -75,6 +78,11 @@ impl Gateway {
     /// Sends and turns a non-2xx answer into an error carrying the gateway's message.
     pub async fn send(request: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
         let response = request.send().await.context("reaching the gateway")?;
+        Self::check(response).await
+    }
+
+    /// Turns a non-2xx answer into an error carrying the gateway's message.
+    pub async fn check(response: reqwest::Response) -> anyhow::Result<reqwest::Response> {
         if response.status().is_success() {
             return Ok(response);
         }

@@ -45,7 +45,7 @@ fn body(data: Option<&str>) -> anyhow::Result<Vec<u8>> {
 }
 
 pub async fn invoke(args: InvokeArgs) -> anyhow::Result<()> {
-    let gateway = Gateway::new(&args.gateway)?;
+    let gateway = Gateway::new(&args.gateway, None)?;
     let route = if args.asynchronous {
         "async-function"
     } else {
@@ -84,7 +84,7 @@ pub struct StatusArgs {
 }
 
 pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let gateway = Gateway::new(&args.gateway)?;
+    let gateway = Gateway::new(&args.gateway, None)?;
     let path = format!("/system/invocations/{}", args.call_id);
     let value: serde_json::Value = Gateway::send(gateway.system(Method::GET, &path))
         .await?
@@ -101,7 +101,7 @@ pub struct QueuesArgs {
 }
 
 pub async fn queues(args: QueuesArgs) -> anyhow::Result<()> {
-    let gateway = Gateway::new(&args.gateway)?;
+    let gateway = Gateway::new(&args.gateway, None)?;
     let rows: Vec<serde_json::Value> = Gateway::send(gateway.system(Method::GET, "/system/queues"))
         .await?
         .json()

@@ -1,14 +1,17 @@
-//! `fjord deploy -f stack.yml`: validates a stack and writes its functions to the registry
-//! (creating each function's queue first).
+//! `fjord deploy -f stack.yml`, `fjord remove NAME`, `fjord list`: the management API as
+//! faas-cli drives it. Deploying packs each non-built-in function's handler folder, uploads it
+//! (once per content digest) and then deploys by `PUT`, falling back to `POST` for a new
+//! function.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use anyhow::Context;
-use fjord_common::config::{NatsArgs, duration_arg};
-use fjord_common::queue::{ConsumerSettings, Queue};
-use fjord_common::registry::Registry;
-use fjord_common::stack::{FunctionSpec, Stack};
+use anyhow::{Context, bail};
+use fjord_common::package;
+use fjord_common::stack::{FunctionSpec, Stack, TEMPLATE_RUNTIMES};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::client::{Gateway, GatewayArgs};
 
 #[derive(clap::Args)]
 pub struct DeployArgs {
@@ -16,27 +19,48 @@ pub struct DeployArgs {
     #[arg(short = 'f', long = "file", default_value = "stack.yml")]
     pub file: PathBuf,
     #[command(flatten)]
-    pub nats: NatsArgs,
-    #[command(flatten)]
-    pub queue: QueueArgs,
+    pub gateway: GatewayArgs,
 }
 
-#[derive(Clone, Debug, clap::Args)]
-pub struct QueueArgs {
-    /// Lease of a running call: a worker silent this long is presumed dead and its call is
-    /// redelivered (running calls renew it; this is not an execution time limit).
-    #[arg(long, env = "FJORD_ACK_WAIT", default_value = "30s", value_parser = duration_arg)]
-    pub ack_wait: Duration,
+#[derive(clap::Args)]
+pub struct RemoveArgs {
+    /// The function to remove.
+    pub name: String,
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+}
+
+#[derive(clap::Args)]
+pub struct ListArgs {
+    /// Print the gateway's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+}
+
+/// A stack read from disk: its functions (validated), the folder it lives in (handler paths
+/// and `environment_file`s are relative to it) and `provider.gateway`.
+pub struct LoadedStack {
+    pub specs: Vec<FunctionSpec>,
+    pub base: PathBuf,
+    pub gateway: Option<String>,
 }
 
 /// Reads and validates a stack file.
-pub fn load(file: &Path) -> anyhow::Result<Vec<FunctionSpec>> {
+pub fn load(file: &Path) -> anyhow::Result<LoadedStack> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let specs = Stack::parse(&text, |v| std::env::var(v).ok())?.specs()?;
+    let base = file
+        .parent()
+        .map(Path::to_path_buf)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."));
+    let stack = Stack::parse(&text, |v| std::env::var(v).ok())?;
+    let specs = stack.specs(&base)?;
     for spec in &specs {
         if spec.lang == "builtin" && fjord_functions::builtin(&spec.handler).is_none() {
-            anyhow::bail!(
+            bail!(
                 "functions.{}.handler: no built-in {:?} (built-ins: {})",
                 spec.name,
                 spec.handler,
@@ -44,30 +68,146 @@ pub fn load(file: &Path) -> anyhow::Result<Vec<FunctionSpec>> {
             );
         }
     }
-    Ok(specs)
+    Ok(LoadedStack {
+        specs,
+        base,
+        gateway: stack.provider.and_then(|p| p.gateway),
+    })
+}
+
+/// The handler folder of a function that runs files, if its `handler` names one.
+fn handler_dir(spec: &FunctionSpec, base: &Path) -> anyhow::Result<Option<PathBuf>> {
+    if spec.lang == "builtin" {
+        return Ok(None);
+    }
+    let dir = base.join(&spec.handler);
+    if !spec.handler.is_empty() && dir.is_dir() {
+        return Ok(Some(dir));
+    }
+    if TEMPLATE_RUNTIMES.contains(&spec.lang.as_str()) {
+        bail!(
+            "functions.{}.handler: {} is not a folder (lang {} runs a handler folder)",
+            spec.name,
+            dir.display(),
+            spec.lang
+        );
+    }
+    Ok(None)
+}
+
+/// The deployment request for a definition (OpenFaaS's field names).
+fn deployment(spec: &FunctionSpec) -> Value {
+    let mut env_vars = spec.environment.clone();
+    let env_process = env_vars.remove("fprocess");
+    json!({
+        "service": spec.name,
+        "image": spec.image,
+        "envProcess": env_process,
+        "envVars": env_vars,
+        "labels": spec.labels,
+        "annotations": spec.annotations,
+        "secrets": spec.secrets,
+        "limits": spec.limits,
+        "requests": spec.requests,
+        "lang": spec.lang,
+        "handler": spec.handler,
+        "package": spec.package,
+    })
+}
+
+/// Uploads a package unless the gateway has it already; returns its digest.
+async fn upload(gateway: &Gateway, bytes: Vec<u8>) -> anyhow::Result<String> {
+    let digest = package::digest(&bytes);
+    let path = format!("/system/packages/{digest}");
+    let head = gateway
+        .system(Method::HEAD, &path)
+        .send()
+        .await
+        .context("reaching the gateway")?;
+    if head.status() != StatusCode::OK {
+        Gateway::send(gateway.system(Method::PUT, &path).body(bytes)).await?;
+    }
+    Ok(digest)
 }
 
 /// Deploys every function of the stack; returns their names.
-pub async fn deploy(
-    queue: &Queue,
-    specs: &[FunctionSpec],
-    args: &QueueArgs,
-) -> anyhow::Result<Vec<String>> {
-    let registry = Registry::open(queue).await?;
+pub async fn deploy(gateway: &Gateway, stack: &LoadedStack) -> anyhow::Result<Vec<String>> {
     let mut names = Vec::new();
-    for spec in specs {
-        let settings = ConsumerSettings::for_spec(spec, args.ack_wait)?;
-        registry.deploy(queue, spec, &settings).await?;
+    for spec in &stack.specs {
+        let mut spec = spec.clone();
+        if let Some(dir) = handler_dir(&spec, &stack.base)? {
+            let bytes = package::pack(&dir)?;
+            spec.package = Some(upload(gateway, bytes).await?);
+        }
+        let body = deployment(&spec);
+        let update = gateway
+            .system(Method::PUT, "/system/functions")
+            .json(&body)
+            .send()
+            .await
+            .context("reaching the gateway")?;
+        if update.status() == StatusCode::NOT_FOUND {
+            Gateway::send(
+                gateway
+                    .system(Method::POST, "/system/functions")
+                    .json(&body),
+            )
+            .await
+            .with_context(|| format!("deploying {}", spec.name))?;
+        } else {
+            Gateway::check(update)
+                .await
+                .with_context(|| format!("deploying {}", spec.name))?;
+        }
         names.push(spec.name.to_string());
     }
     Ok(names)
 }
 
 pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
-    let specs = load(&args.file)?;
-    let queue = Queue::connect(&args.nats.nats_url, args.nats.names()?).await?;
-    for name in deploy(&queue, &specs, &args.queue).await? {
+    let stack = load(&args.file)?;
+    let gateway = Gateway::new(&args.gateway, stack.gateway.as_deref())?;
+    for name in deploy(&gateway, &stack).await? {
         println!("deployed {name}");
+    }
+    Ok(())
+}
+
+pub async fn remove(args: RemoveArgs) -> anyhow::Result<()> {
+    let gateway = Gateway::new(&args.gateway, None)?;
+    Gateway::send(
+        gateway
+            .system(Method::DELETE, "/system/functions")
+            .json(&json!({"functionName": args.name})),
+    )
+    .await?;
+    println!("removed {} (calls still queued are cancelled)", args.name);
+    Ok(())
+}
+
+pub async fn list(args: ListArgs) -> anyhow::Result<()> {
+    let gateway = Gateway::new(&args.gateway, None)?;
+    let functions: Value = Gateway::send(gateway.system(Method::GET, "/system/functions"))
+        .await?
+        .json()
+        .await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&functions)?);
+        return Ok(());
+    }
+    println!(
+        "{:<32} {:<14} {:>12} {:>9} {:>9}",
+        "Function", "Lang", "Invocations", "Replicas", "Available"
+    );
+    for f in functions.as_array().into_iter().flatten() {
+        println!(
+            "{:<32} {:<14} {:>12} {:>9} {:>9}",
+            f["name"].as_str().unwrap_or(""),
+            f["lang"].as_str().unwrap_or(""),
+            f["invocationCount"],
+            f["replicas"],
+            f["availableReplicas"],
+        );
     }
     Ok(())
 }

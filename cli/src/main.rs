@@ -1,5 +1,5 @@
 //! `fjord`: the command line. `up` runs the whole platform on this machine; the other commands
-//! talk to a gateway (or, for `deploy`, to NATS).
+//! talk to a gateway.
 
 mod bench;
 mod client;
@@ -24,8 +24,12 @@ struct Cli {
 enum Command {
     /// Start NATS and PostgreSQL if needed, deploy the stack, run gateway, control and workers.
     Up(up::UpArgs),
-    /// Deploy the functions of a stack.yml.
+    /// Deploy the functions of a stack.yml (packing and uploading handler folders).
     Deploy(deploy::DeployArgs),
+    /// Remove a function: new calls get 404, queued ones end as cancelled.
+    Remove(deploy::RemoveArgs),
+    /// List the deployed functions.
+    List(deploy::ListArgs),
     /// Call a function.
     Invoke(commands::InvokeArgs),
     /// Show a call's status.
@@ -44,6 +48,8 @@ async fn main() {
     let result = match cli.command {
         Command::Up(args) => up::run(args).await,
         Command::Deploy(args) => deploy::run(args).await,
+        Command::Remove(args) => deploy::remove(args).await,
+        Command::List(args) => deploy::list(args).await,
         Command::Invoke(args) => commands::invoke(args).await,
         Command::Status(args) => commands::status(args).await,
         Command::Queues(args) => commands::queues(args).await,

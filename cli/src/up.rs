@@ -19,8 +19,8 @@ use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use tokio::process::{Child, Command};
 
-use crate::client::{credentials, secrets_dir};
-use crate::deploy::{self, QueueArgs};
+use crate::client::{Gateway, GatewayArgs, credentials, secrets_dir};
+use crate::deploy::{self, LoadedStack};
 
 #[derive(clap::Args)]
 pub struct UpArgs {
@@ -42,8 +42,6 @@ pub struct UpArgs {
     /// Address the gateway listens on.
     #[arg(long, env = "FJORD_GATEWAY_ADDR", default_value = "127.0.0.1:8080")]
     pub gateway_addr: String,
-    #[command(flatten)]
-    pub queue: QueueArgs,
 }
 
 /// Processes `up` started, stopped in reverse order.
@@ -82,9 +80,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let data_dir = args.data_dir.canonicalize()?;
-    let specs = deploy::load(&args.file)?;
+    let stack = deploy::load(&args.file)?;
     let mut running = Running::default();
-    let result = start(&args, &data_dir, &specs, &mut running).await;
+    let result = start(&args, &data_dir, &stack, &mut running).await;
     if let Err(e) = &result {
         eprintln!("fjord: {e:#}");
     }
@@ -96,7 +94,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 async fn start(
     args: &UpArgs,
     data_dir: &Path,
-    specs: &[fjord_common::stack::FunctionSpec],
+    stack: &LoadedStack,
     running: &mut Running,
 ) -> anyhow::Result<()> {
     let nats_url = ensure_nats(&args.nats.nats_url, data_dir, running).await?;
@@ -107,8 +105,8 @@ async fn start(
         .await
         .context("applying migrations")?;
 
-    let queue = Queue::connect(&nats_url, args.nats.names()?).await?;
-    let names = deploy::deploy(&queue, specs, &args.queue).await?;
+    // Creates the stream and buckets before the gateway and control process start.
+    Queue::connect(&nats_url, args.nats.names()?).await?;
 
     let bin_dir = std::env::current_exe()?
         .parent()
@@ -123,6 +121,11 @@ async fn start(
             "FJORD_BASIC_AUTH_FILE_DIR",
             secrets_dir(data_dir).display().to_string(),
         ),
+        (
+            "FJORD_WORK_DIR",
+            std::env::var("FJORD_WORK_DIR")
+                .unwrap_or_else(|_| data_dir.join("work").display().to_string()),
+        ),
     ];
     let control = spawn(&bin_dir, "fjord-worker", &["control"], &env)?;
     running.children.push(("control", control));
@@ -131,6 +134,14 @@ async fn start(
 
     let url = format!("http://{}", args.gateway_addr);
     wait_healthy(&url, running).await?;
+    let gateway = Gateway::new(
+        &GatewayArgs {
+            gateway: Some(url.clone()),
+            data_dir: data_dir.to_path_buf(),
+        },
+        None,
+    )?;
+    let names = deploy::deploy(&gateway, stack).await?;
     println!("Fjord is up.");
     println!("  gateway     {url}");
     println!("  user        {user}");

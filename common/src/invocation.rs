@@ -40,6 +40,11 @@ pub struct CallMeta {
     /// When the gateway accepted the call, unix nanoseconds (`X-Start-Time`).
     pub start_time_ns: i64,
     pub body: BodyRef,
+    /// The incarnation of the function the call was accepted for (see
+    /// `FunctionSpec::incarnation`); a worker of a later incarnation cancels the call instead of
+    /// running it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub incarnation: String,
 }
 
 /// How a call ended (one attempt's view).

@@ -2,12 +2,15 @@
 //! and stream setup, the function registry, the PostgreSQL store and migrator, `stack.yml`
 //! parsing and telemetry setup.
 
+pub mod cgroup;
 pub mod config;
 pub mod error;
 pub mod ids;
 pub mod invocation;
+pub mod package;
 pub mod queue;
 pub mod registry;
+pub mod secrets;
 pub mod services;
 pub mod signal;
 pub mod stack;

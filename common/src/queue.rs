@@ -81,13 +81,23 @@ impl Names {
     pub fn registry_stream(&self) -> String {
         format!("KV_{}", self.registry_bucket())
     }
-    /// Every stream of the installation (calls, registry, stored bodies): what removing an
-    /// installation deletes.
-    pub fn streams(&self) -> [String; 3] {
+    /// Handler packages, by digest.
+    pub fn packages_bucket(&self) -> String {
+        format!("{}_packages", self.prefix)
+    }
+    /// Secret values (`/system/secrets`), by name.
+    pub fn secrets_bucket(&self) -> String {
+        format!("{}_secrets", self.prefix)
+    }
+    /// Every stream of the installation (calls, registry, secrets, stored bodies, packages):
+    /// what removing an installation deletes.
+    pub fn streams(&self) -> [String; 5] {
         [
             self.stream(),
             self.registry_stream(),
+            format!("KV_{}", self.secrets_bucket()),
             format!("OBJ_{}", self.bodies_bucket()),
+            format!("OBJ_{}", self.packages_bucket()),
         ]
     }
 }
@@ -453,17 +463,7 @@ async fn ensure(
         )
         .await
         .map_err(Error::nats)?;
-    crate::registry::ensure_bucket(js, names).await?;
-    let bucket = names.bodies_bucket();
-    match js.get_object_store(&bucket).await {
-        Ok(store) => Ok(store),
-        Err(_) => js
-            .create_object_store(object_store::Config {
-                bucket,
-                storage: stream::StorageType::File,
-                ..Default::default()
-            })
-            .await
-            .map_err(Error::nats),
-    }
+    crate::registry::ensure_bucket(js, &names.registry_bucket()).await?;
+    crate::registry::ensure_bucket(js, &names.secrets_bucket()).await?;
+    crate::package::ensure_store(js, &names.bodies_bucket()).await
 }

@@ -9,14 +9,14 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv, stream};
 use futures::StreamExt;
 
-use crate::queue::{ConsumerSettings, Names, Queue};
+use crate::queue::{ConsumerSettings, Queue};
 use crate::stack::FunctionSpec;
 use crate::{Error, FunctionName};
 
-pub(crate) async fn ensure_bucket(js: &jetstream::Context, names: &Names) -> Result<(), Error> {
-    let bucket = names.registry_bucket();
+/// Creates a KV bucket's backing stream (the registry's, the secrets') if it does not exist.
+pub(crate) async fn ensure_bucket(js: &jetstream::Context, bucket: &str) -> Result<(), Error> {
     js.get_or_create_stream(stream::Config {
-        name: names.registry_stream(),
+        name: format!("KV_{bucket}"),
         subjects: vec![format!("$KV.{bucket}.>")],
         max_messages_per_subject: 1,
         storage: stream::StorageType::File,
@@ -101,26 +101,88 @@ impl Registry {
         }))
     }
 
-    /// Deploys (or updates) a function: its consumer first, so no call published once the
+    /// Creates a function that is not deployed yet, with a fresh incarnation; `None` when one
+    /// with that name exists. Its consumer comes first, so no call published once the
     /// definition is visible can miss its queue.
+    pub async fn create(
+        &self,
+        queue: &Queue,
+        spec: &FunctionSpec,
+        settings: &ConsumerSettings,
+    ) -> Result<Option<FunctionSpec>, Error> {
+        let mut spec = spec.clone();
+        spec.incarnation = uuid::Uuid::now_v7().simple().to_string();
+        queue.ensure_function_consumer(&spec.name, settings).await?;
+        let value = serde_json::to_vec(&spec).expect("spec serialises");
+        match self.kv.create(spec.name.as_str(), value.into()).await {
+            Ok(_) => Ok(Some(spec)),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
+            Err(e) => Err(Error::nats(e)),
+        }
+    }
+
+    /// Replaces a deployed function's definition, keeping its incarnation (queued calls run
+    /// under the new definition); `None` when it is not deployed. Fails on a concurrent update
+    /// rather than losing one.
+    pub async fn update(
+        &self,
+        queue: &Queue,
+        spec: &FunctionSpec,
+        settings: &ConsumerSettings,
+    ) -> Result<Option<FunctionSpec>, Error> {
+        let Some(entry) = self
+            .kv
+            .entry(spec.name.as_str())
+            .await
+            .map_err(Error::nats)?
+        else {
+            return Ok(None);
+        };
+        if entry.operation != kv::Operation::Put {
+            return Ok(None);
+        }
+        let current: FunctionSpec = serde_json::from_slice(&entry.value)
+            .map_err(|e| Error::Malformed(format!("registry entry {}: {e}", spec.name)))?;
+        let mut spec = spec.clone();
+        spec.incarnation = current.incarnation;
+        queue.ensure_function_consumer(&spec.name, settings).await?;
+        let value = serde_json::to_vec(&spec).expect("spec serialises");
+        self.kv
+            .update(spec.name.as_str(), value.into(), entry.revision)
+            .await
+            .map_err(Error::nats)?;
+        Ok(Some(spec))
+    }
+
+    /// Updates the function, or creates it when it is not deployed (`fjord up`, tests).
     pub async fn deploy(
         &self,
         queue: &Queue,
         spec: &FunctionSpec,
         settings: &ConsumerSettings,
-    ) -> Result<(), Error> {
-        queue.ensure_function_consumer(&spec.name, settings).await?;
-        let value = serde_json::to_vec(spec).expect("spec serialises");
-        self.kv
-            .put(spec.name.as_str(), value.into())
-            .await
-            .map_err(Error::nats)?;
-        Ok(())
+    ) -> Result<FunctionSpec, Error> {
+        for _ in 0..3 {
+            if let Some(spec) = self.update(queue, spec, settings).await? {
+                return Ok(spec);
+            }
+            if let Some(spec) = self.create(queue, spec, settings).await? {
+                return Ok(spec);
+            }
+        }
+        Err(Error::Nats(format!(
+            "function {} kept changing while being deployed",
+            spec.name
+        )))
     }
 
-    /// Removes a function: new calls are refused; its consumer (and the calls queued on it) go.
-    pub async fn remove(&self, queue: &Queue, name: &FunctionName) -> Result<(), Error> {
+    /// Removes a function: new calls are refused at once. Its queued calls are ended as
+    /// `cancelled` and its consumer deleted by the control process (`retire`), after its
+    /// workers have stopped.
+    pub async fn remove(&self, name: &FunctionName) -> Result<bool, Error> {
+        if self.get(name).await?.is_none() {
+            return Ok(false);
+        }
         self.kv.delete(name.as_str()).await.map_err(Error::nats)?;
-        queue.delete_function_consumer(name).await
+        Ok(true)
     }
 }

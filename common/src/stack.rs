@@ -2,6 +2,7 @@
 //! function.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -84,7 +85,70 @@ pub fn parse_memory(text: &str) -> Option<u64> {
     (bytes.is_finite() && bytes >= 1.0).then_some(bytes as u64)
 }
 
+/// The runtimes that run `fprocess`, a command from the function's environment.
+pub const COMMAND_RUNTIMES: [&str; 2] = ["exec", "http"];
+/// The OpenFaaS templates run without containers: they need the handler folder (`package`).
+pub const TEMPLATE_RUNTIMES: [&str; 3] = ["node18", "node20", "python3-http"];
+
 impl FunctionSpec {
+    /// Checks everything a worker will need that can be checked without the built-ins list or
+    /// the package store, naming the field at fault.
+    pub fn validate(&self) -> Result<(), Error> {
+        let lang = self.lang.as_str();
+        if !RUNTIMES.contains(&lang) {
+            return Err(Error::invalid(
+                "lang",
+                format!(
+                    "{lang:?} is not a supported runtime ({})",
+                    RUNTIMES.join(", ")
+                ),
+            ));
+        }
+        if self.handler.trim().is_empty() && lang == "builtin" {
+            return Err(Error::invalid("handler", "names the built-in function"));
+        }
+        if COMMAND_RUNTIMES.contains(&lang)
+            && self
+                .environment
+                .get("fprocess")
+                .is_none_or(|c| c.trim().is_empty())
+        {
+            return Err(Error::invalid(
+                "environment.fprocess",
+                format!("lang {lang} runs the command in fprocess, which is missing"),
+            ));
+        }
+        if let Some(timeout) = self.environment.get("exec_timeout") {
+            crate::config::parse_duration(timeout)
+                .map_err(|e| Error::invalid("environment.exec_timeout", e.to_string()))?;
+        }
+        if let Some(path) = self.setting("com.openfaas.health.http.path")
+            && !path.starts_with('/')
+        {
+            return Err(Error::invalid(
+                "annotations.com.openfaas.health.http.path",
+                format!("{path:?} must start with /"),
+            ));
+        }
+        for (i, secret) in self.secrets.iter().enumerate() {
+            secret
+                .parse::<crate::secrets::SecretName>()
+                .map_err(|e| Error::invalid(format!("secrets[{i}]"), e.to_string()))?;
+        }
+        if let Some(package) = &self.package
+            && !crate::package::is_digest(package)
+        {
+            return Err(Error::invalid(
+                "package",
+                "must be the SHA-256 (64 hex digits) of an uploaded package",
+            ));
+        }
+        self.scale_min()?;
+        self.max_inflight()?;
+        self.memory_limit()?;
+        Ok(())
+    }
+
     /// `limits.memory` in bytes; a present but unparsable value is an error naming the field.
     pub fn memory_limit(&self) -> Result<Option<u64>, Error> {
         match self.limits.as_ref().and_then(|l| l.memory.as_deref()) {
@@ -122,11 +186,17 @@ impl FunctionSpec {
         self.setting_u32("com.openfaas.scale.min", 1)
     }
 
-    /// Calls one worker runs at once: the `max_inflight` environment variable, default 64 for
-    /// built-ins.
+    /// Calls one worker runs at once: the `max_inflight` environment variable. Defaults by
+    /// runtime: 64 for `builtin` (in-process, cheap), 8 for `exec` (each call is a process),
+    /// 32 for `http` and the templates (one process serving concurrent requests).
     pub fn max_inflight(&self) -> Result<u32, Error> {
+        let default = match self.lang.as_str() {
+            "builtin" => 64,
+            "exec" => 8,
+            _ => 32,
+        };
         match self.environment.get("max_inflight") {
-            None => Ok(64),
+            None => Ok(default),
             Some(v) => match v.trim().parse() {
                 Ok(n) if n > 0 => Ok(n),
                 _ => Err(Error::invalid(
@@ -186,21 +256,32 @@ impl Stack {
         yaml_serde::from_str(&text).map_err(|e| Error::invalid("stack.yml", e.to_string()))
     }
 
-    /// The function definitions, validated.
-    pub fn specs(&self) -> Result<Vec<FunctionSpec>, Error> {
+    /// The function definitions, validated. `base` is the stack file's folder, against which
+    /// `environment_file` paths are read (faas-cli's format: a YAML file with an
+    /// `environment:` map; the function's own `environment` wins over the files).
+    pub fn specs(&self, base: &Path) -> Result<Vec<FunctionSpec>, Error> {
         self.functions
             .iter()
             .map(|(name, f)| {
-                let environment = f
-                    .environment
-                    .iter()
-                    .map(|(k, v)| {
-                        Ok((
-                            k.clone(),
-                            scalar(v, &format!("functions.{name}.environment.{k}"))?,
-                        ))
-                    })
-                    .collect::<Result<_, Error>>()?;
+                let mut environment = BTreeMap::new();
+                for (i, file) in f.environment_file.iter().enumerate() {
+                    let field = format!("functions.{name}.environment_file[{i}]");
+                    let path = base.join(file);
+                    let text = std::fs::read_to_string(&path).map_err(|e| {
+                        Error::invalid(&field, format!("reading {}: {e}", path.display()))
+                    })?;
+                    let parsed: EnvironmentFile = yaml_serde::from_str(&text)
+                        .map_err(|e| Error::invalid(&field, e.to_string()))?;
+                    for (k, v) in &parsed.environment {
+                        environment.insert(k.clone(), scalar(v, &format!("{field}.{k}"))?);
+                    }
+                }
+                for (k, v) in &f.environment {
+                    environment.insert(
+                        k.clone(),
+                        scalar(v, &format!("functions.{name}.environment.{k}"))?,
+                    );
+                }
                 let spec = FunctionSpec {
                     name: name.parse().map_err(|_| {
                         Error::invalid(format!("functions.{name}"), "not a valid function name")
@@ -217,22 +298,23 @@ impl Stack {
                     package: None,
                     incarnation: String::new(),
                 };
-                if !RUNTIMES.contains(&spec.lang.as_str()) {
-                    return Err(Error::invalid(
-                        format!("functions.{name}.lang"),
-                        format!(
-                            "{:?} is not a supported runtime ({})",
-                            spec.lang,
-                            RUNTIMES.join(", ")
-                        ),
-                    ));
-                }
-                spec.scale_min()?;
-                spec.max_inflight()?;
+                spec.validate().map_err(|e| match e {
+                    Error::Invalid { field, message } => {
+                        Error::invalid(format!("functions.{name}.{field}"), message)
+                    }
+                    other => other,
+                })?;
                 Ok(spec)
             })
             .collect()
     }
+}
+
+/// An `environment_file` as faas-cli reads it.
+#[derive(Deserialize)]
+struct EnvironmentFile {
+    #[serde(default)]
+    environment: BTreeMap<String, yaml_serde::Value>,
 }
 
 fn scalar(v: &yaml_serde::Value, field: &str) -> Result<String, Error> {
@@ -295,7 +377,7 @@ functions:
             stack.provider.as_ref().unwrap().gateway.as_deref(),
             Some("http://127.0.0.1:8080")
         );
-        let specs = stack.specs().unwrap();
+        let specs = stack.specs(Path::new(".")).unwrap();
         assert_eq!(specs[0].scale_min().unwrap(), 2);
         assert_eq!(specs[0].max_inflight().unwrap(), 8);
     }
@@ -303,10 +385,16 @@ functions:
     #[test]
     fn bad_settings_name_the_field() {
         let text = "functions:\n  Bad_Name:\n    lang: builtin\n    handler: echo\n";
-        let err = Stack::parse(text, |_| None).unwrap().specs().unwrap_err();
+        let err = Stack::parse(text, |_| None)
+            .unwrap()
+            .specs(Path::new("."))
+            .unwrap_err();
         assert!(err.to_string().contains("functions.Bad_Name"), "{err}");
         let text = "functions:\n  f:\n    lang: builtin\n    handler: echo\n    labels:\n      com.openfaas.scale.min: lots\n";
-        let err = Stack::parse(text, |_| None).unwrap().specs().unwrap_err();
+        let err = Stack::parse(text, |_| None)
+            .unwrap()
+            .specs(Path::new("."))
+            .unwrap_err();
         assert!(err.to_string().contains("com.openfaas.scale.min"), "{err}");
     }
 }

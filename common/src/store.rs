@@ -353,4 +353,20 @@ impl Store {
             .fetch_all(&self.pool)
             .await?)
     }
+
+    /// Recorded calls per function (OpenFaaS's `invocationCount`): one count per function over
+    /// its index, so the cost grows with the rows of the functions asked about.
+    pub async fn invocation_counts(
+        &self,
+        functions: &[String],
+    ) -> Result<HashMap<String, i64>, Error> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT f, (SELECT count(*) FROM invocations WHERE function = f)
+             FROM unnest($1::text[]) AS f",
+        )
+        .bind(functions)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().collect())
+    }
 }

@@ -29,6 +29,11 @@ pub struct GatewayConfig {
     /// How long a status read of an unknown id waits for the recorder to catch up.
     #[arg(long, env = "FJORD_READ_WAIT", default_value = "1s", value_parser = duration_arg)]
     pub read_wait: Duration,
+    /// Lease of a running call, set in a function's queue when it is deployed: a worker silent
+    /// this long is presumed dead and its call is redelivered (running calls renew it; this is
+    /// not an execution time limit).
+    #[arg(long, env = "FJORD_ACK_WAIT", default_value = "30s", value_parser = duration_arg)]
+    pub ack_wait: Duration,
     /// PostgreSQL connections for reads.
     #[arg(long, env = "FJORD_GATEWAY_DB_POOL", default_value_t = 4)]
     pub db_pool: u32,

@@ -34,6 +34,14 @@ pub enum ApiError {
         param: &'static str,
         message: String,
     },
+    #[error("invalid {field}: {message}")]
+    InvalidDefinition { field: String, message: String },
+    #[error("a function named {0:?} is deployed already; update it with PUT")]
+    FunctionExists(String),
+    #[error("no secret named {0:?}")]
+    SecretNotFound(String),
+    #[error("a secret named {0:?} exists already; update it with PUT")]
+    SecretExists(String),
     #[error("authentication required")]
     Unauthorized,
     #[error("the call has not finished yet (status {0})")]
@@ -63,6 +71,10 @@ impl ApiError {
             ApiError::InvalidCallbackUrl(_) => "invalid_callback_url",
             ApiError::InvalidCallId(_) => "invalid_call_id",
             ApiError::InvalidQuery { .. } => "invalid_query",
+            ApiError::InvalidDefinition { .. } => "invalid_definition",
+            ApiError::FunctionExists(_) => "function_exists",
+            ApiError::SecretNotFound(_) => "secret_not_found",
+            ApiError::SecretExists(_) => "secret_exists",
             ApiError::Unauthorized => "unauthorized",
             ApiError::NotFinished(_) => "not_finished",
             ApiError::SyncTimeout(_) => "sync_timeout",
@@ -77,13 +89,16 @@ impl ApiError {
         match self {
             ApiError::FunctionNotFound(_)
             | ApiError::InvocationNotFound(_)
-            | ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            | ApiError::RouteNotFound(_)
+            | ApiError::SecretNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::FunctionExists(_) | ApiError::SecretExists(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadBody(_)
             | ApiError::InvalidPath(_)
             | ApiError::InvalidCallbackUrl(_)
             | ApiError::InvalidCallId(_)
+            | ApiError::InvalidDefinition { .. }
             | ApiError::InvalidQuery { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFinished(_) => StatusCode::CONFLICT,
@@ -107,6 +122,9 @@ impl From<fjord_common::Error> for ApiError {
                 tracing::warn!(error = %e, "NATS error");
                 ApiError::QueueUnavailable
             }
+            fjord_common::Error::Invalid { field, message } => {
+                ApiError::InvalidDefinition { field, message }
+            }
             other => {
                 tracing::error!(error = %other, "internal error");
                 ApiError::Internal
@@ -118,7 +136,12 @@ impl From<fjord_common::Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let body = Json(json!({"code": self.code(), "message": self.to_string()}));
+        let body = match &self {
+            ApiError::InvalidDefinition { field, .. } => {
+                Json(json!({"code": self.code(), "message": self.to_string(), "field": field}))
+            }
+            _ => Json(json!({"code": self.code(), "message": self.to_string()})),
+        };
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         match &self {

@@ -53,12 +53,25 @@ impl Functions {
         Ok(Functions { registry, known })
     }
 
-    /// Whether the function is deployed (the intake check: no copy of the definition).
-    pub async fn exists(&self, name: &FunctionName) -> Result<bool, Error> {
-        if self.known.read().expect("lock").contains_key(name) {
-            return Ok(true);
+    /// The incarnation of a deployed function, `None` when it is not deployed (the intake
+    /// check; it copies one string, not the definition).
+    pub async fn incarnation(&self, name: &FunctionName) -> Result<Option<String>, Error> {
+        if let Some(spec) = self.known.read().expect("lock").get(name) {
+            return Ok(Some(spec.incarnation.clone()));
         }
-        Ok(self.registry.get(name).await?.is_some())
+        Ok(self.registry.get(name).await?.map(|spec| spec.incarnation))
+    }
+
+    /// A deployed function's definition, checked against the registry on a miss.
+    pub async fn get(&self, name: &FunctionName) -> Result<Option<FunctionSpec>, Error> {
+        if let Some(spec) = self.known.read().expect("lock").get(name) {
+            return Ok(Some(spec.clone()));
+        }
+        self.registry.get(name).await
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     pub fn list(&self) -> Vec<FunctionSpec> {

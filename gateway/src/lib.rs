@@ -37,6 +37,8 @@ pub struct Settings {
     pub sync_timeout: Duration,
     pub publish_timeout: Duration,
     pub read_wait: Duration,
+    /// The lease of a running call, fixed in each function's consumer when it is deployed.
+    pub ack_wait: Duration,
     pub credentials: Credentials,
 }
 
@@ -60,6 +62,7 @@ impl AppState {
                 sync_timeout: Duration::from_secs(config.sync_timeout),
                 publish_timeout: config.publish_timeout,
                 read_wait: config.read_wait,
+                ack_wait: config.ack_wait,
                 credentials,
             }),
         })

@@ -1,9 +1,14 @@
 //! Fjord's end-to-end tests: real NATS JetStream, real PostgreSQL, real HTTP. One binary; every
 //! test has its own database and NATS prefix, so they run in parallel.
 
+mod deploy;
 mod faults;
+mod image_resize;
 mod intake;
+mod management;
+mod pdf;
 mod properties;
 mod quickstart;
+mod runtimes;
 mod status;
 mod sync;

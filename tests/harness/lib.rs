@@ -321,6 +321,9 @@ pub struct Platform {
     pub url: String,
     pub http: reqwest::Client,
     pub options: Options,
+    /// This platform's worker work dir (functions' files, homes, secrets): workers of two
+    /// tests never share one, even for functions of the same name.
+    pub work_dir: PathBuf,
     shutdown: CancellationToken,
     workers: Vec<CancellationToken>,
 }
@@ -353,6 +356,8 @@ impl Platform {
                 store.clone(),
                 shutdown.clone(),
             ));
+            // The control process's retirement of removed functions, as in production.
+            tokio::spawn(fjord_worker::retire::run(queue.clone(), shutdown.clone()));
         }
         Platform {
             prefix,
@@ -363,6 +368,7 @@ impl Platform {
             url,
             http: http_client(),
             options,
+            work_dir: std::env::temp_dir().join(unique("fjord-work-")),
             shutdown,
             workers: Vec::new(),
         }
@@ -389,8 +395,13 @@ impl Platform {
         registry
             .deploy(&self.queue, &spec, &settings)
             .await
-            .unwrap();
-        spec
+            .unwrap()
+    }
+
+    /// The function's definition as the registry holds it (with its incarnation).
+    pub async fn queue_spec(&self, name: &str) -> Option<FunctionSpec> {
+        let registry = Registry::open(&self.queue).await.unwrap();
+        registry.get(&name.parse().unwrap()).await.unwrap()
     }
 
     /// Starts an in-process worker for a deployed function; it stops with the platform.
@@ -399,13 +410,15 @@ impl Platform {
         let options = WorkerOptions {
             max_inflight: spec.max_inflight().unwrap() as usize,
             drain_grace: Duration::from_secs(5),
+            work_dir: self.work_dir.clone(),
         };
-        tokio::spawn(worker::run(
-            self.queue.clone(),
-            spec.clone(),
-            options,
-            token.clone(),
-        ));
+        let run = worker::run(self.queue.clone(), spec.clone(), options, token.clone());
+        let name = spec.name.clone();
+        tokio::spawn(async move {
+            if let Err(e) = run.await {
+                eprintln!("worker for {name} failed: {e}");
+            }
+        });
         self.workers.push(token.clone());
         token
     }
@@ -417,6 +430,7 @@ impl Platform {
             .env("FJORD_NATS_PREFIX", &self.prefix)
             .env("DATABASE_URL", &self.db.url)
             .env("FJORD_DRAIN_GRACE", "5s")
+            .env("FJORD_WORK_DIR", &self.work_dir)
             .kill_on_drop(true);
         c
     }
@@ -431,6 +445,23 @@ impl Platform {
 
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
         self.http.post(format!("{}{path}", self.url))
+    }
+
+    /// An authenticated request to the management API with any method.
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.url))
+            .basic_auth(USER, Some(PASSWORD))
+    }
+
+    /// A `fjord` command line pointed at this platform's gateway with its credentials.
+    pub fn cli(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(bin("fjord"));
+        c.env("FJORD_GATEWAY_URL", &self.url)
+            .env("FJORD_BASIC_AUTH_USER", USER)
+            .env("FJORD_BASIC_AUTH_PASSWORD", PASSWORD)
+            .env_remove("OPENFAAS_URL");
+        c
     }
 
     pub fn system(&self, path: &str) -> reqwest::RequestBuilder {
@@ -499,6 +530,7 @@ impl Drop for Platform {
                 }
             }
         });
+        let _ = std::fs::remove_dir_all(&self.work_dir);
     }
 }
 
@@ -521,6 +553,7 @@ async fn serve_gateway(
             sync_timeout: options.sync_timeout,
             publish_timeout: options.publish_timeout,
             read_wait: options.read_wait,
+            ack_wait: options.ack_wait,
             credentials: Credentials {
                 user: USER.into(),
                 password: PASSWORD.into(),

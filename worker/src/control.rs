@@ -42,6 +42,7 @@ pub async fn run(
         store,
         recorder_stop.clone(),
     ));
+    let retire = tokio::spawn(crate::retire::run(queue.clone(), shutdown.clone()));
     let workers = TaskTracker::new();
     if options.spawn_workers {
         supervise(&queue, &options, &workers, &shutdown).await?;
@@ -49,6 +50,9 @@ pub async fn run(
     workers.close();
     shutdown.cancelled().await;
     workers.wait().await;
+    if let Ok(Err(e)) = retire.await {
+        warn!(error = %e, "retiring removed functions stopped");
+    }
     recorder_stop.cancel();
     match recorder.await {
         Ok(result) => result,

@@ -2,5 +2,8 @@
 //! process (`control`) that records outcomes in PostgreSQL and keeps worker processes running.
 
 pub mod control;
+pub mod prepare;
 pub mod recorder;
+pub mod retire;
+pub mod runtime;
 pub mod worker;

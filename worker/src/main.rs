@@ -1,6 +1,7 @@
 //! `fjord-worker run --function NAME` runs one worker; `fjord-worker control` runs the recorder
 //! and the worker supervisor.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -11,6 +12,7 @@ use fjord_common::registry::Registry;
 use fjord_common::store::{self, Store};
 use fjord_common::{FunctionName, telemetry};
 use fjord_worker::control::{self, ControlOptions};
+use fjord_worker::runtime;
 use fjord_worker::worker::{self, WorkerOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -37,6 +39,9 @@ enum Command {
         /// How long running calls may take to finish after SIGTERM.
         #[arg(long, env = "FJORD_DRAIN_GRACE", default_value = "30s", value_parser = duration_arg)]
         drain_grace: Duration,
+        /// Where functions' files, homes and secrets live [default: /var/lib/fjord/work as root, else <temp dir>/fjord-work-<uid>].
+        #[arg(long, env = "FJORD_WORK_DIR")]
+        work_dir: Option<PathBuf>,
     },
     /// Run the recorder and keep the functions' worker processes running.
     Control {
@@ -72,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Run {
             function,
             drain_grace,
+            work_dir,
         } => {
             let registry = Registry::open(&queue).await?;
             let spec = registry
@@ -81,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
             let options = WorkerOptions {
                 max_inflight: spec.max_inflight()? as usize,
                 drain_grace,
+                work_dir: work_dir.unwrap_or_else(runtime::default_work_dir),
             };
             worker::run(queue, spec, options, shutdown).await?;
         }

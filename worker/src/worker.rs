@@ -6,6 +6,7 @@
 //! calls finish within the grace period. Calls still running when it ends are abandoned: their
 //! messages are nak'd for immediate redelivery and their attempt is never published.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
 
+use crate::runtime::{self, Sandbox};
+
 /// How long an open pull request waits for messages before it is renewed.
 const FETCH_EXPIRES: Duration = Duration::from_secs(2);
 
@@ -37,6 +40,8 @@ pub struct WorkerOptions {
     pub max_inflight: usize,
     /// How long running calls may take to finish after shutdown begins.
     pub drain_grace: Duration,
+    /// Where functions' files, homes and secrets live on this host (see [`runtime::Sandbox`]).
+    pub work_dir: PathBuf,
 }
 
 /// What every call handler of one worker shares.
@@ -44,6 +49,9 @@ struct Shared {
     queue: Queue,
     function: Arc<dyn Function>,
     name: FunctionName,
+    /// The deployment this worker runs; calls accepted for an earlier one (the function was
+    /// removed and deployed again) are cancelled, not run.
+    incarnation: String,
     /// Executions allowed per call (the consumer delivers once more to record `dead`).
     max_attempts: u32,
     progress_every: Duration,
@@ -51,24 +59,13 @@ struct Shared {
     abandon: CancellationToken,
 }
 
-/// Resolves a spec to the function that runs it.
-pub fn resolve(spec: &FunctionSpec) -> Result<Arc<dyn Function>, Error> {
-    match spec.lang.as_str() {
-        "builtin" => fjord_functions::builtin(&spec.handler).ok_or_else(|| {
-            Error::invalid(
-                "handler",
-                format!(
-                    "no built-in function {:?} (built-ins: {})",
-                    spec.handler,
-                    fjord_functions::BUILTINS.join(", ")
-                ),
-            )
-        }),
-        other => Err(Error::invalid(
-            "lang",
-            format!("runtime {other:?} is not supported (supported: builtin)"),
-        )),
-    }
+/// Why a worker could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Queue(#[from] Error),
+    #[error(transparent)]
+    Runtime(#[from] runtime::Error),
 }
 
 /// Runs until `shutdown` fires and the drain is over.
@@ -77,8 +74,17 @@ pub async fn run(
     spec: FunctionSpec,
     options: WorkerOptions,
     shutdown: CancellationToken,
-) -> Result<(), Error> {
-    let function = resolve(&spec)?;
+) -> Result<(), WorkerError> {
+    let sandbox = Sandbox::create(&options.work_dir, &spec)?;
+    crate::prepare::prepare(&queue, &spec, &sandbox).await?;
+    // Fired once the drain is over (or on any early return): only then may the runtime stop
+    // the function's long-lived process.
+    let runtime_done = CancellationToken::new();
+    let _stop_runtime = runtime_done.clone().drop_guard();
+    let function = tokio::select! {
+        function = runtime::start(&spec, &sandbox, runtime_done.clone()) => function?,
+        _ = shutdown.cancelled() => return Ok(()),
+    };
     let consumer = queue.function_consumer(&spec.name).await?;
     let config = &consumer.cached_info().config;
     let max_attempts = (config.max_deliver.max(2) - 1) as u32;
@@ -87,6 +93,7 @@ pub async fn run(
         queue: queue.clone(),
         function,
         name: spec.name.clone(),
+        incarnation: spec.incarnation.clone(),
         max_attempts,
         progress_every,
         abandon: CancellationToken::new(),
@@ -114,6 +121,8 @@ pub async fn run(
         tracker.wait().await;
     }
     pings.abort();
+    drop(shared);
+    runtime_done.cancel();
     info!(function = %spec.name, "worker stopped");
     Ok(())
 }
@@ -242,6 +251,18 @@ async fn handle(shared: Arc<Shared>, message: Message, _slot: OwnedSemaphorePerm
     };
     let span = info_span!("call", call.id = %meta.call_id, function = %shared.name, attempt);
     async move {
+        if !meta.incarnation.is_empty() && meta.incarnation != shared.incarnation {
+            let error = format!(
+                "accepted for an earlier deployment of {} that was removed",
+                shared.name
+            );
+            info!(%error, "cancelling call");
+            let finished = finished(&meta, attempt - 1, None, FinalStatus::Cancelled, 503, error);
+            if publish_finished(&shared, finished, Bytes::new()).await {
+                let _ = message.ack_with(AckKind::Term).await;
+            }
+            return;
+        }
         if attempt > shared.max_attempts {
             let error = format!(
                 "the worker was lost during each of {} attempts",
@@ -356,7 +377,7 @@ async fn execute(
     Some((f, response.body))
 }
 
-fn finished(
+pub(crate) fn finished(
     meta: &CallMeta,
     attempt: u32,
     started_ns: Option<i64>,

@@ -35,9 +35,11 @@ async fn prepare(
     let name: FunctionName = raw_name
         .parse()
         .map_err(|_| ApiError::FunctionNotFound(raw_name.to_owned()))?;
-    if !state.functions.exists(&name).await? {
-        return Err(ApiError::FunctionNotFound(name.to_string()));
-    }
+    let incarnation = state
+        .functions
+        .incarnation(&name)
+        .await?
+        .ok_or_else(|| ApiError::FunctionNotFound(name.to_string()))?;
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge(state.settings.max_body)
@@ -79,6 +81,7 @@ async fn prepare(
         callback_url,
         start_time_ns: now_ns(),
         body: BodyRef::Inline,
+        incarnation,
     };
     Ok((meta, body))
 }

@@ -2,14 +2,17 @@
 //! basic auth; `/healthz` is open.
 
 mod extract;
+mod functions;
 mod invoke;
+mod packages;
 mod queues;
+mod secrets;
 mod status;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, Uri};
-use axum::routing::{any, get};
+use axum::routing::{any, get, put};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -20,6 +23,30 @@ pub fn router(state: AppState) -> Router {
         .route("/system/invocations/{call_id}", get(status::get))
         .route("/system/invocations/{call_id}/result", get(status::result))
         .route("/system/queues", get(queues::list))
+        .route(
+            "/system/functions",
+            get(functions::list)
+                .post(functions::create)
+                .put(functions::update)
+                .delete(functions::remove),
+        )
+        .route("/system/function/{name}", get(functions::get))
+        .route("/system/info", get(functions::info))
+        .route(
+            "/system/secrets",
+            get(secrets::list)
+                .post(secrets::create)
+                .put(secrets::update)
+                .delete(secrets::remove),
+        )
+        .route(
+            "/system/packages/{digest}",
+            put(packages::put)
+                .head(packages::head)
+                .layer(DefaultBodyLimit::max(
+                    fjord_common::package::MAX_PACKAGE_BYTES,
+                )),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::auth::require,

@@ -15,7 +15,11 @@ use crate::error::ApiError;
 /// How long replies to a head count are collected.
 const PING_WINDOW: Duration = Duration::from_millis(50);
 
-async fn count_workers(state: &AppState, function: &FunctionName) -> Result<usize, ApiError> {
+/// Workers of the function that answer a head count within a short window.
+pub(crate) async fn count_workers(
+    state: &AppState,
+    function: &FunctionName,
+) -> Result<usize, ApiError> {
     let client = &state.queue.client;
     let inbox = client.new_inbox();
     let mut replies = client

@@ -1,0 +1,275 @@
+//! The OpenFaaS management API for functions: `GET/POST/PUT/DELETE /system/functions`,
+//! `GET /system/function/{name}` and `GET /system/info`, with OpenFaaS's field names
+//! (`service`, `envProcess`, `envVars`, `availableReplicas`, ...) plus Fjord's `lang`,
+//! `handler` and `package`.
+//!
+//! Deploying validates the whole definition first (400 naming the field), creates the
+//! function's queue, then writes the registry; workers pick changes up from the registry.
+//! Removing answers 202: new calls get 404 at once, and the control process ends the calls
+//! still queued as `cancelled`.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use fjord_common::FunctionName;
+use fjord_common::package::Packages;
+use fjord_common::queue::ConsumerSettings;
+use fjord_common::secrets::{SecretName, Secrets};
+use fjord_common::stack::{FunctionSpec, Resources, TEMPLATE_RUNTIMES};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::extract::json_body;
+use super::queues::count_workers;
+use crate::AppState;
+use crate::error::ApiError;
+
+/// A deployment request: OpenFaaS's `FunctionDeployment`, plus Fjord's runtime fields.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Deployment {
+    service: String,
+    #[serde(default)]
+    image: Option<String>,
+    #[serde(default)]
+    env_process: Option<String>,
+    #[serde(default)]
+    env_vars: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    secrets: Option<Vec<String>>,
+    #[serde(default)]
+    labels: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    annotations: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    limits: Option<Resources>,
+    #[serde(default)]
+    requests: Option<Resources>,
+    /// Fjord: the runtime. OpenFaaS deploys containers and has no such field.
+    #[serde(default)]
+    lang: Option<String>,
+    /// Fjord: the built-in's name for `builtin`; informational for the others.
+    #[serde(default)]
+    handler: Option<String>,
+    /// Fjord: digest of the handler package uploaded to `/system/packages/{digest}`.
+    #[serde(default)]
+    package: Option<String>,
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+    ApiError::InvalidDefinition {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Parses and validates a deployment into the definition to store.
+async fn definition(state: &AppState, body: &[u8]) -> Result<FunctionSpec, ApiError> {
+    let deployment: Deployment = json_body(body)?;
+    let name: FunctionName = deployment
+        .service
+        .parse()
+        .map_err(|e: fjord_common::Error| invalid("service", e.to_string()))?;
+    let lang = deployment.lang.ok_or_else(|| {
+        invalid(
+            "lang",
+            "is required: Fjord runs functions without containers (builtin, exec, http, node18, node20, python3-http)",
+        )
+    })?;
+    let mut environment = deployment.env_vars.unwrap_or_default();
+    if let Some(process) = deployment.env_process.filter(|p| !p.is_empty()) {
+        environment.insert("fprocess".to_owned(), process);
+    }
+    let spec = FunctionSpec {
+        name,
+        handler: deployment.handler.unwrap_or_default(),
+        lang,
+        image: deployment.image,
+        environment,
+        labels: deployment.labels.unwrap_or_default(),
+        annotations: deployment.annotations.unwrap_or_default(),
+        secrets: deployment.secrets.unwrap_or_default(),
+        limits: deployment.limits,
+        requests: deployment.requests,
+        package: deployment.package.filter(|p| !p.is_empty()),
+        incarnation: String::new(),
+    };
+    spec.validate()?;
+    if spec.lang == "builtin" && fjord_functions::builtin(&spec.handler).is_none() {
+        return Err(invalid(
+            "handler",
+            format!(
+                "no built-in {:?} (built-ins: {})",
+                spec.handler,
+                fjord_functions::BUILTINS.join(", ")
+            ),
+        ));
+    }
+    match &spec.package {
+        Some(digest) => {
+            if !Packages::open(&state.queue).await?.exists(digest).await? {
+                return Err(invalid(
+                    "package",
+                    format!("no package {digest}: upload it to /system/packages/{digest} first"),
+                ));
+            }
+        }
+        None if TEMPLATE_RUNTIMES.contains(&spec.lang.as_str()) => {
+            return Err(invalid(
+                "package",
+                format!(
+                    "lang {} runs a handler folder: upload it as a package",
+                    spec.lang
+                ),
+            ));
+        }
+        None => {}
+    }
+    if !spec.secrets.is_empty() {
+        let secrets = Secrets::open(&state.queue).await?;
+        for (i, secret) in spec.secrets.iter().enumerate() {
+            let name: SecretName = secret.parse()?;
+            if secrets.get(&name).await?.is_none() {
+                return Err(invalid(
+                    format!("secrets[{i}]"),
+                    format!("no secret named {secret:?}; create it with POST /system/secrets"),
+                ));
+            }
+        }
+    }
+    if let Some(limit) = spec.memory_limit()?
+        && spec.lang != "builtin"
+        && let Err(why) = fjord_common::cgroup::memory_controller()
+    {
+        return Err(invalid(
+            "limits.memory",
+            format!("cannot enforce {limit} bytes on this host: {why}"),
+        ));
+    }
+    Ok(spec)
+}
+
+/// `POST /system/functions`: deploys a new function (409 if the name is taken).
+pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<StatusCode, ApiError> {
+    let spec = definition(&state, &body).await?;
+    let settings = ConsumerSettings::for_spec(&spec, state.settings.ack_wait)?;
+    match state
+        .functions
+        .registry()
+        .create(&state.queue, &spec, &settings)
+        .await?
+    {
+        Some(_) => Ok(StatusCode::ACCEPTED),
+        None => Err(ApiError::FunctionExists(spec.name.to_string())),
+    }
+}
+
+/// `PUT /system/functions`: updates a deployed function (404 if there is none, so clients fall
+/// back to POST). Calls that start after the update run the new definition.
+pub async fn update(State(state): State<AppState>, body: Bytes) -> Result<StatusCode, ApiError> {
+    let spec = definition(&state, &body).await?;
+    let settings = ConsumerSettings::for_spec(&spec, state.settings.ack_wait)?;
+    match state
+        .functions
+        .registry()
+        .update(&state.queue, &spec, &settings)
+        .await?
+    {
+        Some(_) => Ok(StatusCode::ACCEPTED),
+        None => Err(ApiError::FunctionNotFound(spec.name.to_string())),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Removal {
+    function_name: String,
+}
+
+/// `DELETE /system/functions` with `{"functionName": ...}`.
+pub async fn remove(State(state): State<AppState>, body: Bytes) -> Result<StatusCode, ApiError> {
+    let removal: Removal = json_body(&body)?;
+    let name: FunctionName = removal
+        .function_name
+        .parse()
+        .map_err(|_| ApiError::FunctionNotFound(removal.function_name.clone()))?;
+    if state.functions.registry().remove(&name).await? {
+        Ok(StatusCode::ACCEPTED)
+    } else {
+        Err(ApiError::FunctionNotFound(name.to_string()))
+    }
+}
+
+/// `GET /system/functions`.
+pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let specs = state.functions.registry().list().await?;
+    Ok(Json(Value::Array(describe(&state, &specs).await?)))
+}
+
+/// `GET /system/function/{name}`.
+pub async fn get(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let spec = match name.parse::<FunctionName>() {
+        Ok(n) => state.functions.get(&n).await?,
+        Err(_) => None,
+    }
+    .ok_or_else(|| ApiError::FunctionNotFound(name.clone()))?;
+    let mut described = describe(&state, std::slice::from_ref(&spec)).await?;
+    Ok(Json(described.remove(0)))
+}
+
+/// Definitions as OpenFaaS's `FunctionStatus`, with live replica and invocation counts.
+async fn describe(state: &AppState, specs: &[FunctionSpec]) -> Result<Vec<Value>, ApiError> {
+    let names: Vec<String> = specs.iter().map(|s| s.name.to_string()).collect();
+    let counts = state.store.invocation_counts(&names).await?;
+    let available =
+        futures::future::join_all(specs.iter().map(|s| count_workers(state, &s.name))).await;
+    specs
+        .iter()
+        .zip(available)
+        .map(|(spec, available)| {
+            let mut env_vars = spec.environment.clone();
+            let env_process = env_vars.remove("fprocess").unwrap_or_default();
+            Ok(json!({
+                "name": spec.name,
+                "image": spec.image.clone().unwrap_or_default(),
+                "namespace": "fjord",
+                "envProcess": env_process,
+                "envVars": env_vars,
+                "labels": spec.labels,
+                "annotations": spec.annotations,
+                "secrets": spec.secrets,
+                "limits": spec.limits,
+                "requests": spec.requests,
+                "readOnlyRootFilesystem": false,
+                "invocationCount": counts.get(spec.name.as_str()).copied().unwrap_or(0),
+                "replicas": spec.scale_min().unwrap_or(1).max(1),
+                "availableReplicas": available?,
+                "lang": spec.lang,
+                "handler": spec.handler,
+                "package": spec.package,
+            }))
+        })
+        .collect()
+}
+
+/// `GET /system/info`, in OpenFaaS's shape.
+pub async fn info() -> Json<Value> {
+    let version = env!("CARGO_PKG_VERSION");
+    Json(json!({
+        "provider": {
+            "provider": "fjord",
+            "orchestration": "processes",
+            "version": {"release": version, "sha": option_env!("FJORD_GIT_SHA").unwrap_or("")},
+        },
+        "version": {"release": version, "sha": option_env!("FJORD_GIT_SHA").unwrap_or(""), "commit_message": ""},
+        "arch": std::env::consts::ARCH,
+        "runtimes": fjord_common::stack::RUNTIMES,
+        "builtins": fjord_functions::BUILTINS,
+    }))
+}
