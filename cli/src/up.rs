@@ -97,6 +97,7 @@ async fn start(
     stack: &LoadedStack,
     running: &mut Running,
 ) -> anyhow::Result<()> {
+    ensure_runtimes(stack).await?;
     let nats_url = ensure_nats(&args.nats.nats_url, data_dir, running).await?;
     let database_url = ensure_postgres(&args.database_url, data_dir, running).await?;
     let (user, password) = ensure_credentials(data_dir)?;
@@ -248,6 +249,27 @@ async fn answers(host: &str, port: u16) -> bool {
 
 fn is_local(host: &str) -> bool {
     matches!(host, "127.0.0.1" | "localhost" | "::1" | "[::1]")
+}
+
+/// The programs the stack's template functions run and install with: Node.js and npm for
+/// `node18`/`node20`, Python 3 and pip for `python3-http`.
+async fn ensure_runtimes(stack: &LoadedStack) -> anyhow::Result<()> {
+    let langs: Vec<&str> = stack.specs.iter().map(|s| s.lang.as_str()).collect();
+    if langs.iter().any(|l| l.starts_with("node")) {
+        services::ensure_program("node", "nodejs").await?;
+        services::ensure_program("npm", "npm").await?;
+    }
+    if langs.contains(&"python3-http") {
+        services::ensure_program("python3", "python3").await?;
+        let pip = tokio::process::Command::new("/usr/bin/python3")
+            .args(["-m", "pip", "--version"])
+            .output()
+            .await;
+        if !pip.is_ok_and(|o| o.status.success()) {
+            services::install("python3-pip").await?;
+        }
+    }
+    Ok(())
 }
 
 async fn ensure_nats(url: &str, data_dir: &Path, running: &mut Running) -> anyhow::Result<String> {

@@ -85,7 +85,22 @@ impl Registry {
     pub async fn watch(
         &self,
     ) -> Result<impl futures::Stream<Item = Result<Change, Error>> + use<>, Error> {
-        let watch = self.kv.watch_with_history(">").await.map_err(Error::nats)?;
+        self.watch_key(">").await
+    }
+
+    /// One function's current definition first, then its changes.
+    pub async fn watch_one(
+        &self,
+        name: &FunctionName,
+    ) -> Result<impl futures::Stream<Item = Result<Change, Error>> + use<>, Error> {
+        self.watch_key(name.as_str()).await
+    }
+
+    async fn watch_key(
+        &self,
+        key: &str,
+    ) -> Result<impl futures::Stream<Item = Result<Change, Error>> + use<>, Error> {
+        let watch = self.kv.watch_with_history(key).await.map_err(Error::nats)?;
         Ok(watch.map(|entry| {
             let entry = entry.map_err(Error::nats)?;
             match entry.operation {

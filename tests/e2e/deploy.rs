@@ -76,8 +76,8 @@ functions:
     dir
 }
 
-fn run(mut command: std::process::Command) -> String {
-    let output = command.output().expect("running fjord");
+async fn run(mut command: tokio::process::Command) -> String {
+    let output = command.output().await.expect("running fjord");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
@@ -108,7 +108,7 @@ async fn fjord_deploy_runs_a_stack_of_every_runtime_and_installs_dependencies_on
         .arg("deploy")
         .arg("-f")
         .arg(dir.join("stack.yml"));
-    let out = run(deploy);
+    let out = run(deploy).await;
     for name in ["cli-echo", "wordcount", "payment-processor", "thumbs"] {
         assert!(out.contains(&format!("deployed {name}")), "{out}");
     }
@@ -211,21 +211,21 @@ async fn fjord_deploy_runs_a_stack_of_every_runtime_and_installs_dependencies_on
     let list = {
         let mut c = p.cli();
         c.arg("list");
-        run(c)
+        run(c).await
     };
     for name in ["cli-echo", "wordcount", "payment-processor", "thumbs"] {
         assert!(list.contains(name), "{list}");
     }
     let mut remove = p.cli();
     remove.args(["remove", "wordcount"]);
-    run(remove);
+    run(remove).await;
     wait_for("wordcount to be gone", Duration::from_secs(5), || async {
         (sync("wordcount", "text/plain", "x").await.status() == 404).then_some(())
     })
     .await;
     let mut missing = p.cli();
     missing.args(["remove", "wordcount"]);
-    let output = missing.output().unwrap();
+    let output = missing.output().await.unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("404"));
     drop(workers);
@@ -244,7 +244,7 @@ async fn fjord_deploy_reports_an_invalid_stack_naming_the_field() {
     .unwrap();
     let mut deploy = p.cli();
     deploy.arg("deploy").arg("-f").arg(dir.join("stack.yml"));
-    let output = deploy.output().unwrap();
+    let output = deploy.output().await.unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

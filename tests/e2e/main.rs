@@ -12,3 +12,4 @@ mod quickstart;
 mod runtimes;
 mod status;
 mod sync;
+mod templates;

@@ -627,3 +627,77 @@ async fn an_http_process_killed_for_its_memory_fails_its_calls_and_is_restarted(
     assert_ne!(new_pid, old_pid);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Secrets reach only the functions that name them, as files under `secret_mount_path`:
+/// another function's secret is neither in its folder, nor readable at the other's path, nor
+/// in its environment. Deployed through the API, as users do.
+#[tokio::test]
+async fn a_function_reads_its_own_secrets_and_no_one_elses() {
+    if !available(is_root(), "root (to run functions as their own users)") {
+        return;
+    }
+    let mut p = Platform::start().await;
+    let scripts = scratch();
+    let script = write_file(
+        &scripts,
+        "secrets.sh",
+        r#"#!/bin/sh
+echo "mount=$secret_mount_path"
+echo "own=$(cat "$secret_mount_path/$OWN" 2>&1)"
+echo "listing=$(ls "$secret_mount_path" | tr '\n' ' ')"
+other_dir=$(echo "$secret_mount_path" | sed "s#/fn/$SELF/#/fn/$OTHER/#")
+echo "other=$(cat "$other_dir/$OTHER_SECRET" 2>&1)"
+echo "env=$(env | grep -c s3cr3t)"
+"#,
+    );
+    for (name, secret, value) in [
+        ("alpha", "alpha-key", "s3cr3t-alpha"),
+        ("beta", "beta-key", "s3cr3t-beta"),
+    ] {
+        let r = p
+            .admin(reqwest::Method::POST, "/system/secrets")
+            .json(&serde_json::json!({"name": secret, "value": value}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let (other, other_secret) = if name == "alpha" {
+            ("beta", "beta-key")
+        } else {
+            ("alpha", "alpha-key")
+        };
+        let r = p
+            .admin(reqwest::Method::POST, "/system/functions")
+            .json(&serde_json::json!({
+                "service": name, "lang": "exec", "envProcess": format!("sh {}", script.display()),
+                "envVars": {"OWN": secret, "SELF": name, "OTHER": other, "OTHER_SECRET": other_secret},
+                "secrets": [secret],
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{:?}", r.text().await);
+        let spec = p.queue_spec(name).await.unwrap();
+        p.start_worker(&spec).await;
+    }
+    for (name, own, other) in [
+        ("alpha", "s3cr3t-alpha", "s3cr3t-beta"),
+        ("beta", "s3cr3t-beta", "s3cr3t-alpha"),
+    ] {
+        let r = wait_for(
+            "the function to answer",
+            Duration::from_secs(20),
+            || async {
+                let r = p.post(&format!("/function/{name}")).send().await.unwrap();
+                (r.status() == 200).then_some(r)
+            },
+        )
+        .await;
+        let out = r.text().await.unwrap();
+        assert!(out.contains(&format!("own={own}")), "{out}");
+        assert!(out.contains(&format!("listing={name}-key ")), "{out}");
+        assert!(!out.contains(other), "{name} saw the other secret: {out}");
+        assert!(out.contains("Permission denied"), "{out}");
+        assert!(out.contains("env=0"), "{out}");
+    }
+}

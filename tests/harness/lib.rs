@@ -454,9 +454,10 @@ impl Platform {
             .basic_auth(USER, Some(PASSWORD))
     }
 
-    /// A `fjord` command line pointed at this platform's gateway with its credentials.
-    pub fn cli(&self) -> std::process::Command {
-        let mut c = std::process::Command::new(bin("fjord"));
+    /// A `fjord` command line pointed at this platform's gateway with its credentials (async:
+    /// the gateway it talks to runs on the test's own runtime).
+    pub fn cli(&self) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(bin("fjord"));
         c.env("FJORD_GATEWAY_URL", &self.url)
             .env("FJORD_BASIC_AUTH_USER", USER)
             .env("FJORD_BASIC_AUTH_PASSWORD", PASSWORD)

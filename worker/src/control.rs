@@ -157,6 +157,12 @@ async fn keep_running(
         };
         tokio::select! {
             status = child.wait() => {
+                if status.as_ref().is_ok_and(|s| s.success()) {
+                    // A clean exit: the worker saw its definition change and drained; start
+                    // one with the current definition at once.
+                    info!(function = %function, replica, "worker exited cleanly; restarting");
+                    continue;
+                }
                 if started.elapsed() > Duration::from_secs(60) {
                     backoff = Duration::from_millis(250);
                 }

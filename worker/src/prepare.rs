@@ -10,11 +10,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use fjord_common::Error;
 use fjord_common::package::{self, Packages};
 use fjord_common::queue::Queue;
 use fjord_common::secrets::{SecretName, Secrets};
 use fjord_common::stack::FunctionSpec;
-use fjord_common::Error;
 use tracing::info;
 
 use crate::runtime::Sandbox;
@@ -105,7 +105,13 @@ async fn install_dependencies(dir: &Path, sandbox: &Sandbox) -> Result<(), Error
             dir,
             sandbox,
             "npm",
-            &["install", "--omit=dev", "--no-audit", "--no-fund", "--no-update-notifier"],
+            &[
+                "install",
+                "--omit=dev",
+                "--no-audit",
+                "--no-fund",
+                "--no-update-notifier",
+            ],
         )
         .await?;
     }
@@ -147,7 +153,7 @@ async fn run_installer(
         .args(args)
         .current_dir(dir)
         .env_clear()
-        .env("PATH", crate::runtime::PATH)
+        .env("PATH", fjord_common::services::FUNCTION_PATH)
         .env("HOME", &sandbox.home_dir)
         .env("TMPDIR", &sandbox.home_dir)
         .env("LANG", "C.UTF-8")
@@ -167,7 +173,9 @@ async fn run_installer(
     text.push_str(&String::from_utf8_lossy(&output.stdout));
     let tail: String = {
         let chars: Vec<char> = text.chars().collect();
-        chars[chars.len().saturating_sub(OUTPUT_TAIL)..].iter().collect()
+        chars[chars.len().saturating_sub(OUTPUT_TAIL)..]
+            .iter()
+            .collect()
     };
     Err(Error::invalid(
         "package",
@@ -191,7 +199,10 @@ async fn write_secrets(queue: &Queue, spec: &FunctionSpec, sandbox: &Sandbox) ->
         for name in &spec.secrets {
             let name: SecretName = name.parse()?;
             let value = secrets.get(&name).await?.ok_or_else(|| {
-                Error::invalid("secrets", format!("the function names secret {name:?}, which does not exist"))
+                Error::invalid(
+                    "secrets",
+                    format!("the function names secret {name:?}, which does not exist"),
+                )
             })?;
             let path = dir.join(name.as_str());
             let staging: PathBuf = dir.join(format!(".{}.tmp-{}", name, std::process::id()));

@@ -16,6 +16,7 @@ use fjord_common::invocation::{
     self, BodyRef, CallMeta, Event, FinalStatus, Finished, SCHEMA_VERSION, now_ns,
 };
 use fjord_common::queue::Queue;
+use fjord_common::registry::{Change, Registry};
 use fjord_common::stack::FunctionSpec;
 use fjord_common::{Error, FunctionName};
 use fjord_functions::{Function, Request, Response};
@@ -98,7 +99,11 @@ pub async fn run(
         progress_every,
         abandon: CancellationToken::new(),
     });
-    let pings = answer_pings(&queue, &spec.name, shutdown.clone()).await?;
+    // Pulling also stops when the definition changes or goes: this worker then finishes what
+    // it runs and exits, and its supervisor starts one with the current definition.
+    let stop_pulling = shutdown.child_token();
+    let watch = follow_definition(&queue, &spec, stop_pulling.clone()).await?;
+    let pings = answer_pings(&queue, &spec.name, stop_pulling.clone()).await?;
     info!(function = %spec.name, max_inflight = options.max_inflight, "worker started");
 
     let tracker = TaskTracker::new();
@@ -107,9 +112,10 @@ pub async fn run(
         &shared,
         options.max_inflight,
         &tracker,
-        &shutdown,
+        &stop_pulling,
     )
     .await;
+    watch.abort();
 
     tracker.close();
     if tokio::time::timeout(options.drain_grace, tracker.wait())
@@ -191,6 +197,39 @@ async fn pull(
             }
         }
     }
+}
+
+/// Fires `stop` when the function's definition is no longer `spec` (updated or removed).
+async fn follow_definition(
+    queue: &Queue,
+    spec: &FunctionSpec,
+    stop: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, Error> {
+    let registry = Registry::open(queue).await?;
+    let mut changes = registry.watch_one(&spec.name).await?;
+    let spec = spec.clone();
+    Ok(tokio::spawn(async move {
+        loop {
+            let change = tokio::select! {
+                change = changes.next() => change,
+                _ = stop.cancelled() => return,
+            };
+            match change {
+                Some(Ok(Change::Deployed(current))) if *current == spec => {}
+                Some(Ok(change)) => {
+                    let what = match change {
+                        Change::Deployed(_) => "updated",
+                        Change::Removed(_) => "removed",
+                    };
+                    info!(function = %spec.name, "definition {what}: this worker stops pulling");
+                    stop.cancel();
+                    return;
+                }
+                Some(Err(e)) => warn!(error = %e, "registry watch error"),
+                None => return,
+            }
+        }
+    }))
 }
 
 /// Answers head counts on the function's ping subject (the gateway's `workers` figure).

@@ -128,6 +128,32 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
         .find(|p| is_executable(p))
 }
 
+/// The PATH function processes (and dependency installers) get: the worker's own PATH is not
+/// passed on, so what functions run must be installed system-wide.
+pub const FUNCTION_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Makes sure `program` is on [`FUNCTION_PATH`], installing `package` with apt-get when it is
+/// not (as root; otherwise the error says what to run).
+pub async fn ensure_program(program: &str, package: &str) -> Result<(), ServiceError> {
+    let present = || {
+        std::env::split_paths(FUNCTION_PATH)
+            .map(|dir| dir.join(program))
+            .any(|p| is_executable(&p))
+    };
+    if present() {
+        return Ok(());
+    }
+    install(package).await?;
+    if present() {
+        Ok(())
+    } else {
+        Err(ServiceError::NotInstalled {
+            what: program.to_owned(),
+            hint: format!("{package} installed no {program} on {FUNCTION_PATH}"),
+        })
+    }
+}
+
 fn is_executable(path: &Path) -> bool {
     fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }

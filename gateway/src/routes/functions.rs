@@ -109,13 +109,11 @@ async fn definition(state: &AppState, body: &[u8]) -> Result<FunctionSpec, ApiEr
         ));
     }
     match &spec.package {
-        Some(digest) => {
-            if !Packages::open(&state.queue).await?.exists(digest).await? {
-                return Err(invalid(
-                    "package",
-                    format!("no package {digest}: upload it to /system/packages/{digest} first"),
-                ));
-            }
+        Some(digest) if !Packages::open(&state.queue).await?.exists(digest).await? => {
+            return Err(invalid(
+                "package",
+                format!("no package {digest}: upload it to /system/packages/{digest} first"),
+            ));
         }
         None if TEMPLATE_RUNTIMES.contains(&spec.lang.as_str()) => {
             return Err(invalid(
@@ -126,7 +124,7 @@ async fn definition(state: &AppState, body: &[u8]) -> Result<FunctionSpec, ApiEr
                 ),
             ));
         }
-        None => {}
+        _ => {}
     }
     if !spec.secrets.is_empty() {
         let secrets = Secrets::open(&state.queue).await?;

@@ -33,14 +33,7 @@ fn invalid(field: &str, message: impl Into<String>) -> ApiError {
 }
 
 fn parse(body: &[u8], need_value: bool) -> Result<(SecretName, Bytes), ApiError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let secret: SecretBody = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
-        let path = e.path().to_string();
-        invalid(
-            if path == "." { "body" } else { &path },
-            e.into_inner().to_string(),
-        )
-    })?;
+    let secret: SecretBody = json_body(body)?;
     let name: SecretName = secret.name.parse()?;
     let value = match (secret.value, secret.raw_value) {
         (Some(v), None) => Bytes::from(v),

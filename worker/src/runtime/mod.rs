@@ -43,7 +43,7 @@ use fjord_functions::Function;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub(crate) use process::PATH;
+use fjord_common::services::FUNCTION_PATH;
 use process::{Launch, Memory};
 
 /// Why a function cannot run on this worker.
@@ -340,7 +340,7 @@ fn launch(
     };
     let dir = |p: &Path| p.display().to_string();
     let mut env = vec![
-        ("PATH".to_owned(), PATH.to_owned()),
+        ("PATH".to_owned(), FUNCTION_PATH.to_owned()),
         ("LANG".to_owned(), "C.UTF-8".to_owned()),
         ("HOME".to_owned(), dir(&sandbox.home_dir)),
         ("TMPDIR".to_owned(), dir(&sandbox.home_dir)),

@@ -18,9 +18,6 @@ use tokio::process::{Child, Command};
 
 use super::child;
 
-/// The PATH function processes get (the worker's own PATH is not passed on).
-pub(crate) const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
 /// How much of a process's stderr a failure reason quotes.
 pub(super) const REASON_TAIL: usize = 2048;
 
