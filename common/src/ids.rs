@@ -52,6 +52,20 @@ impl FunctionName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The uid (and gid) the function's processes run as: `0x4000_0000 + (FNV-1a-32(name) &
+    /// 0x00FF_FFFF)`, so every host derives the same ids without a user database, and the ids
+    /// stay clear of ordinary users and the nobody/65534 range. Two names can share an id (one
+    /// chance in 16.7 million per pair): deploying refuses a name whose id a deployed function
+    /// has, since the two would not be isolated from each other.
+    pub fn user_id(&self) -> u32 {
+        let mut hash: u32 = 0x811c_9dc5;
+        for byte in self.0.bytes() {
+            hash ^= u32::from(byte);
+            hash = hash.wrapping_mul(0x0100_0193);
+        }
+        0x4000_0000 + (hash & 0x00FF_FFFF)
+    }
 }
 
 impl FromStr for FunctionName {

@@ -433,3 +433,28 @@ async fn secrets_are_created_listed_updated_and_deleted_without_showing_values()
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test]
+async fn a_name_that_would_share_a_deployed_functions_user_is_refused() {
+    let p = Platform::start().await;
+    // Two names whose derived user ids collide (a birthday search over a few thousand names).
+    let mut seen = std::collections::HashMap::new();
+    let (first, second) = (0..)
+        .find_map(|i| {
+            let name: fjord_common::FunctionName = format!("fn-{i}").parse().unwrap();
+            seen.insert(name.user_id(), name.clone())
+                .map(|earlier| (earlier.to_string(), name.to_string()))
+        })
+        .unwrap();
+    let deploy = |name: &str| {
+        p.admin(Method::POST, "/system/functions")
+            .json(&json!({"service": name, "lang": "builtin", "handler": "echo"}))
+            .send()
+    };
+    assert_eq!(deploy(&first).await.unwrap().status(), 202);
+    let r = deploy(&second).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["field"], "service");
+    assert!(e["message"].as_str().unwrap().contains(&first), "{e}");
+}

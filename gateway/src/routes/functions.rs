@@ -153,6 +153,23 @@ async fn definition(state: &AppState, body: &[u8]) -> Result<FunctionSpec, ApiEr
 /// `POST /system/functions`: deploys a new function (409 if the name is taken).
 pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<StatusCode, ApiError> {
     let spec = definition(&state, &body).await?;
+    let uid = spec.name.user_id();
+    if let Some(other) = state
+        .functions
+        .registry()
+        .list()
+        .await?
+        .into_iter()
+        .find(|other| other.name != spec.name && other.name.user_id() == uid)
+    {
+        return Err(invalid(
+            "service",
+            format!(
+                "{} would run as the same user ({uid}) as the deployed function {}; choose another name",
+                spec.name, other.name
+            ),
+        ));
+    }
     let settings = ConsumerSettings::for_spec(&spec, state.settings.ack_wait)?;
     match state
         .functions

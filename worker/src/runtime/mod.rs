@@ -100,17 +100,9 @@ pub fn default_work_dir() -> PathBuf {
     }
 }
 
-/// The uid and gid a function's processes run as: `0x4000_0000 + (FNV-1a-32(name) &
-/// 0x00FF_FFFF)` for both, so every host derives the same ids without a user database, and the
-/// ids stay clear of ordinary users and the nobody/65534 range. Two names can share ids (one
-/// chance in 16.7 million per pair); such functions are not isolated from each other.
+/// The uid and gid a function's processes run as: [`FunctionName::user_id`] for both.
 pub fn function_user(name: &FunctionName) -> (u32, u32) {
-    let mut hash: u32 = 0x811c_9dc5;
-    for byte in name.as_str().bytes() {
-        hash ^= u32::from(byte);
-        hash = hash.wrapping_mul(0x0100_0193);
-    }
-    let id = 0x4000_0000 + (hash & 0x00FF_FFFF);
+    let id = name.user_id();
     (id, id)
 }
 
