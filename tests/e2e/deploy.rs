@@ -39,6 +39,27 @@ fn stack_dir(installs: &Path) -> PathBuf {
         installs.display()
     );
     std::fs::write(dir.join("payment-processor/package.json"), package).unwrap();
+    // A Python function whose requirements.txt names a wheel shipped in its folder (pip then
+    // needs no index).
+    let pydep = dir.join("pydep");
+    std::fs::create_dir_all(&pydep).unwrap();
+    std::fs::write(
+        pydep.join("handler.py"),
+        "import fjordtestdep\n\ndef handle(event, context):\n    return fjordtestdep.VALUE\n",
+    )
+    .unwrap();
+    std::fs::write(
+        pydep.join("requirements.txt"),
+        "./fjordtestdep-1.0-py3-none-any.whl\n",
+    )
+    .unwrap();
+    let wheel = std::process::Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(WHEEL)
+        .arg(pydep.join("fjordtestdep-1.0-py3-none-any.whl"))
+        .status()
+        .unwrap();
+    assert!(wheel.success());
     std::fs::write(
         dir.join("env.yml"),
         "environment:\n  from_file: yes-it-is\n",
@@ -70,11 +91,29 @@ functions:
   thumbs:
     lang: python3-http
     handler: ./thumbnail-webhook
+  pydep:
+    lang: python3-http
+    handler: ./pydep
 "#,
     )
     .unwrap();
     dir
 }
+
+/// Writes a minimal pure-Python wheel (module `fjordtestdep`) to the path in argv[1].
+const WHEEL: &str = r#"
+import sys, zipfile
+files = {
+    "fjordtestdep.py": "VALUE = 'from a wheel'\n",
+    "fjordtestdep-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: fjordtestdep\nVersion: 1.0\n",
+    "fjordtestdep-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: fjord-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+}
+record = "".join(f"{name},,\n" for name in files) + "fjordtestdep-1.0.dist-info/RECORD,,\n"
+with zipfile.ZipFile(sys.argv[1], "w") as z:
+    for name, text in files.items():
+        z.writestr(name, text)
+    z.writestr("fjordtestdep-1.0.dist-info/RECORD", record)
+"#;
 
 async fn run(mut command: tokio::process::Command) -> String {
     let output = command.output().await.expect("running fjord");
@@ -143,6 +182,7 @@ async fn fjord_deploy_runs_a_stack_of_every_runtime_and_installs_dependencies_on
         "payment-processor",
         "payment-processor",
         "thumbs",
+        "pydep",
     ] {
         workers.push(p.spawn_worker(name));
     }
@@ -199,6 +239,12 @@ async fn fjord_deploy_runs_a_stack_of_every_runtime_and_installs_dependencies_on
     assert_eq!(summary["object"], "cat.jpg");
     assert_eq!(summary["path"], "/uploads");
     assert_eq!(summary["query"]["size"], "small");
+    let r = wait_for("pydep to answer", Duration::from_secs(60), || async {
+        let r = sync("pydep", "text/plain", "").await;
+        (r.status() == 200).then_some(r)
+    })
+    .await;
+    assert_eq!(r.text().await.unwrap(), "from a wheel");
     let r = sync("cli-echo", "text/plain", "hello").await;
     assert_eq!(r.text().await.unwrap(), "hello");
 

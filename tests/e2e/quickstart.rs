@@ -158,6 +158,33 @@ async fn fjord_up_starts_everything_and_a_second_run_keeps_the_data() {
     );
     let sync = cli(&setup, &["invoke", "echo", "-d", "right now"]).await;
     assert_eq!(sync, "right now");
+    // The example functions of every runtime answer.
+    let words = cli(&setup, &["invoke", "wordcount", "-d", "tre små ord"]).await;
+    assert_eq!(words.trim(), "3");
+    let receipt = cli(
+        &setup,
+        &[
+            "invoke",
+            "payment-processor",
+            "--content-type",
+            "application/json",
+            "-d",
+            r#"{"amount": 99.5, "currency": "EUR"}"#,
+        ],
+    )
+    .await;
+    assert!(receipt.contains("\"accepted\""), "{receipt}");
+    let summary = cli(&setup, &["invoke", "thumbnail-webhook", "-d", "abc"]).await;
+    assert!(summary.contains("\"bytes\":3"), "{summary}");
+    let listed = cli(&setup, &["list"]).await;
+    for name in [
+        "image-resize",
+        "pdf",
+        "payment-processor",
+        "thumbnail-webhook",
+    ] {
+        assert!(listed.contains(name), "{listed}");
+    }
     let queues = cli(&setup, &["queues"]).await;
     assert!(
         queues.contains("echo") && queues.contains("sleep"),
