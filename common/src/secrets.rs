@@ -108,6 +108,22 @@ impl Secrets {
         self.kv.get(name.as_str()).await.map_err(Error::nats)
     }
 
+    /// Changes to any secret from now on: `(name, Some(value))` when set, `(name, None)` when
+    /// deleted.
+    pub async fn watch(
+        &self,
+    ) -> Result<impl futures::Stream<Item = (SecretName, Option<Bytes>)> + use<>, Error> {
+        let watch = self.kv.watch_all().await.map_err(Error::nats)?;
+        Ok(watch.filter_map(|entry| async move {
+            let entry = entry.ok()?;
+            let name = entry.key.parse().ok()?;
+            match entry.operation {
+                kv::Operation::Put => Some((name, Some(entry.value))),
+                kv::Operation::Delete | kv::Operation::Purge => Some((name, None)),
+            }
+        }))
+    }
+
     /// The names of every secret, sorted.
     pub async fn names(&self) -> Result<Vec<SecretName>, Error> {
         let mut keys = match self.kv.keys().await {

@@ -700,4 +700,24 @@ echo "env=$(env | grep -c s3cr3t)"
         assert!(out.contains("Permission denied"), "{out}");
         assert!(out.contains("env=0"), "{out}");
     }
+    // An updated value reaches the running worker's file.
+    let r = p
+        .admin(reqwest::Method::PUT, "/system/secrets")
+        .json(&serde_json::json!({"name": "alpha-key", "value": "s3cr3t-rotated"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    wait_for("the rotated secret", Duration::from_secs(10), || async {
+        let out = p
+            .post("/function/alpha")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        out.contains("own=s3cr3t-rotated").then_some(())
+    })
+    .await;
 }

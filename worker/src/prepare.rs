@@ -187,6 +187,71 @@ async fn run_installer(
     ))
 }
 
+/// Keeps the secrets folder current while the worker runs: a secret the function names that is
+/// updated (`PUT /system/secrets`) is rewritten, one that is deleted is removed.
+pub async fn follow_secrets(
+    queue: &Queue,
+    spec: &FunctionSpec,
+    sandbox: &Sandbox,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<()>>, Error> {
+    if spec.secrets.is_empty() {
+        return Ok(None);
+    }
+    let mut changes = Box::pin(Secrets::open(queue).await?.watch().await?);
+    let names = spec.secrets.clone();
+    let (dir, user) = (sandbox.secrets_dir.clone(), sandbox.user);
+    Ok(Some(tokio::spawn(async move {
+        use futures::StreamExt;
+        loop {
+            let change = tokio::select! {
+                change = changes.next() => change,
+                _ = stop.cancelled() => return,
+            };
+            let Some((name, value)) = change else { return };
+            if !names.iter().any(|n| n == name.as_str()) {
+                continue;
+            }
+            let result = match value {
+                Some(value) => write_secret(&dir, &name, &value, user),
+                None => std::fs::remove_file(dir.join(name.as_str()))
+                    .or_else(|e| {
+                        if e.kind() == std::io::ErrorKind::NotFound {
+                            Ok(())
+                        } else {
+                            Err(e)
+                        }
+                    })
+                    .map_err(io(name.as_str())),
+            };
+            match result {
+                Ok(()) => info!(secret = %name, "secret changed; file updated"),
+                Err(e) => {
+                    tracing::warn!(secret = %name, error = %e, "updating a secret file failed")
+                }
+            }
+        }
+    })))
+}
+
+/// Writes one secret file atomically: mode 0400, owned by the function's user.
+fn write_secret(
+    dir: &Path,
+    name: &SecretName,
+    value: &[u8],
+    user: Option<(u32, u32)>,
+) -> Result<(), Error> {
+    let path = dir.join(name.as_str());
+    let staging: PathBuf = dir.join(format!(".{}.tmp-{}", name, std::process::id()));
+    std::fs::write(&staging, value).map_err(io(staging.display()))?;
+    std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o400))
+        .map_err(io(staging.display()))?;
+    if let Some((uid, gid)) = user {
+        std::os::unix::fs::chown(&staging, Some(uid), Some(gid)).map_err(io(staging.display()))?;
+    }
+    std::fs::rename(&staging, &path).map_err(io(path.display()))
+}
+
 /// Writes each secret the function names into its secrets folder (mode 0400, owned by the
 /// function's user) and removes any it no longer names. A named secret that does not exist
 /// stops the worker from starting.
@@ -204,16 +269,7 @@ async fn write_secrets(queue: &Queue, spec: &FunctionSpec, sandbox: &Sandbox) ->
                     format!("the function names secret {name:?}, which does not exist"),
                 )
             })?;
-            let path = dir.join(name.as_str());
-            let staging: PathBuf = dir.join(format!(".{}.tmp-{}", name, std::process::id()));
-            std::fs::write(&staging, &value).map_err(io(staging.display()))?;
-            std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o400))
-                .map_err(io(staging.display()))?;
-            if let Some((uid, gid)) = sandbox.user {
-                std::os::unix::fs::chown(&staging, Some(uid), Some(gid))
-                    .map_err(io(staging.display()))?;
-            }
-            std::fs::rename(&staging, &path).map_err(io(path.display()))?;
+            write_secret(dir, &name, &value, sandbox.user)?;
             wanted.push(name.to_string());
         }
     }

@@ -103,6 +103,8 @@ pub async fn run(
     // it runs and exits, and its supervisor starts one with the current definition.
     let stop_pulling = shutdown.child_token();
     let watch = follow_definition(&queue, &spec, stop_pulling.clone()).await?;
+    let secrets =
+        crate::prepare::follow_secrets(&queue, &spec, &sandbox, stop_pulling.clone()).await?;
     let pings = answer_pings(&queue, &spec.name, stop_pulling.clone()).await?;
     info!(function = %spec.name, max_inflight = options.max_inflight, "worker started");
 
@@ -116,6 +118,9 @@ pub async fn run(
     )
     .await;
     watch.abort();
+    if let Some(secrets) = secrets {
+        secrets.abort();
+    }
 
     tracker.close();
     if tokio::time::timeout(options.drain_grace, tracker.wait())

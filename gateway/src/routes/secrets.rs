@@ -67,8 +67,7 @@ pub async fn create(State(state): State<AppState>, body: Bytes) -> Result<Status
     }
 }
 
-/// Workers read a secret when they start: running workers keep the value they have until
-/// they are restarted (a redeploy of the function restarts them).
+/// Running workers of the functions that name the secret rewrite its file when it changes.
 pub async fn update(State(state): State<AppState>, body: Bytes) -> Result<StatusCode, ApiError> {
     let (name, value) = parse(&body, true)?;
     if Secrets::open(&state.queue)
