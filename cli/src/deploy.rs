@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use fjord_common::package;
-use fjord_common::stack::{FunctionSpec, Stack, TEMPLATE_RUNTIMES};
+use fjord_common::stack::{Deployment, FunctionSpec, Stack, TEMPLATE_RUNTIMES};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -59,13 +59,10 @@ pub fn load(file: &Path) -> anyhow::Result<LoadedStack> {
     let stack = Stack::parse(&text, |v| std::env::var(v).ok())?;
     let specs = stack.specs(&base)?;
     for spec in &specs {
-        if spec.lang == "builtin" && fjord_functions::builtin(&spec.handler).is_none() {
-            bail!(
-                "functions.{}.handler: no built-in {:?} (built-ins: {})",
-                spec.name,
-                spec.handler,
-                fjord_functions::BUILTINS.join(", ")
-            );
+        if spec.lang == "builtin"
+            && let Err(why) = fjord_functions::check_builtin(&spec.handler)
+        {
+            bail!("functions.{}.handler: {why}", spec.name);
         }
     }
     Ok(LoadedStack {
@@ -95,26 +92,6 @@ fn handler_dir(spec: &FunctionSpec, base: &Path) -> anyhow::Result<Option<PathBu
     Ok(None)
 }
 
-/// The deployment request for a definition (OpenFaaS's field names).
-fn deployment(spec: &FunctionSpec) -> Value {
-    let mut env_vars = spec.environment.clone();
-    let env_process = env_vars.remove("fprocess");
-    json!({
-        "service": spec.name,
-        "image": spec.image,
-        "envProcess": env_process,
-        "envVars": env_vars,
-        "labels": spec.labels,
-        "annotations": spec.annotations,
-        "secrets": spec.secrets,
-        "limits": spec.limits,
-        "requests": spec.requests,
-        "lang": spec.lang,
-        "handler": spec.handler,
-        "package": spec.package,
-    })
-}
-
 /// Uploads a package unless the gateway has it already; returns its digest.
 async fn upload(gateway: &Gateway, bytes: Vec<u8>) -> anyhow::Result<String> {
     let digest = package::digest(&bytes);
@@ -139,7 +116,7 @@ pub async fn deploy(gateway: &Gateway, stack: &LoadedStack) -> anyhow::Result<Ve
             let bytes = package::pack(&dir)?;
             spec.package = Some(upload(gateway, bytes).await?);
         }
-        let body = deployment(&spec);
+        let body = Deployment::from_spec(&spec);
         let update = gateway
             .system(Method::PUT, "/system/functions")
             .json(&body)

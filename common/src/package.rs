@@ -141,18 +141,19 @@ impl Packages {
         Ok(Packages { store })
     }
 
-    /// Stores a package under its digest; storing the same bytes again is a no-op.
-    pub async fn put(&self, bytes: &[u8]) -> Result<String, Error> {
+    /// Stores a package under its digest; storing the same bytes again is a no-op. Returns
+    /// whether it was new.
+    pub async fn put(&self, bytes: &[u8]) -> Result<bool, Error> {
         let name = digest(bytes);
         if self.exists(&name).await? {
-            return Ok(name);
+            return Ok(false);
         }
         let mut reader = bytes;
         self.store
             .put(name.as_str(), &mut reader)
             .await
             .map_err(Error::nats)?;
-        Ok(name)
+        Ok(true)
     }
 
     pub async fn exists(&self, digest: &str) -> Result<bool, Error> {

@@ -52,6 +52,94 @@ pub struct FunctionSpec {
     pub incarnation: String,
 }
 
+/// A deployment as the management API takes it: OpenFaaS's `FunctionDeployment`
+/// (`service`, `envProcess`, `envVars`, ...) plus Fjord's `lang`, `handler` and `package`.
+/// The CLI sends it, the gateway reads it: one wire type for both.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Deployment {
+    pub service: String,
+    #[serde(default)]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub env_process: Option<String>,
+    #[serde(default)]
+    pub env_vars: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub secrets: Option<Vec<String>>,
+    #[serde(default)]
+    pub labels: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub annotations: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub limits: Option<Resources>,
+    #[serde(default)]
+    pub requests: Option<Resources>,
+    /// Fjord: the runtime. OpenFaaS deploys containers and has no such field.
+    #[serde(default)]
+    pub lang: Option<String>,
+    /// Fjord: the built-in's name for `builtin`; informational for the others.
+    #[serde(default)]
+    pub handler: Option<String>,
+    /// Fjord: digest of the handler package uploaded to `/system/packages/{digest}`.
+    #[serde(default)]
+    pub package: Option<String>,
+}
+
+impl Deployment {
+    /// The request that deploys `spec` (`fprocess` travels as `envProcess`).
+    pub fn from_spec(spec: &FunctionSpec) -> Self {
+        let mut env_vars = spec.environment.clone();
+        let env_process = env_vars.remove("fprocess");
+        Deployment {
+            service: spec.name.to_string(),
+            image: spec.image.clone(),
+            env_process,
+            env_vars: Some(env_vars),
+            secrets: Some(spec.secrets.clone()),
+            labels: Some(spec.labels.clone()),
+            annotations: Some(spec.annotations.clone()),
+            limits: spec.limits.clone(),
+            requests: spec.requests.clone(),
+            lang: Some(spec.lang.clone()),
+            handler: Some(spec.handler.clone()),
+            package: spec.package.clone(),
+        }
+    }
+
+    /// The definition it asks for, not yet validated (see [`FunctionSpec::validate`]).
+    pub fn into_spec(self) -> Result<FunctionSpec, Error> {
+        let name: FunctionName = self
+            .service
+            .parse()
+            .map_err(|e: Error| Error::invalid("service", e.to_string()))?;
+        let lang = self.lang.ok_or_else(|| {
+            Error::invalid(
+                "lang",
+                "is required: Fjord runs functions without containers (builtin, exec, http, node18, node20, python3-http)",
+            )
+        })?;
+        let mut environment = self.env_vars.unwrap_or_default();
+        if let Some(process) = self.env_process.filter(|p| !p.is_empty()) {
+            environment.insert("fprocess".to_owned(), process);
+        }
+        Ok(FunctionSpec {
+            name,
+            handler: self.handler.unwrap_or_default(),
+            lang,
+            image: self.image,
+            environment,
+            labels: self.labels.unwrap_or_default(),
+            annotations: self.annotations.unwrap_or_default(),
+            secrets: self.secrets.unwrap_or_default(),
+            limits: self.limits,
+            requests: self.requests,
+            package: self.package.filter(|p| !p.is_empty()),
+            incarnation: String::new(),
+        })
+    }
+}
+
 /// `limits` / `requests` as in stack.yml: Kubernetes quantities (`128Mi`, `1Gi`, `0.5`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Resources {
@@ -238,7 +326,7 @@ pub struct StackFunction {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
-    /// Files of `KEY=value` lines (or YAML `environment:` maps) merged under `environment`.
+    /// YAML files with an `environment:` map (faas-cli's format), merged under `environment`.
     #[serde(default)]
     pub environment_file: Vec<String>,
     #[serde(default)]

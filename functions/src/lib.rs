@@ -99,6 +99,19 @@ pub trait Function: Send + Sync {
 /// The names `lang: builtin` accepts as `handler`.
 pub const BUILTINS: [&str; 5] = ["echo", "sleep", "inspect", "image-resize", "pdf"];
 
+/// Whether `handler` names a built-in; the error says which ones exist (the same words
+/// wherever a definition is checked).
+pub fn check_builtin(handler: &str) -> Result<(), String> {
+    if BUILTINS.contains(&handler) {
+        Ok(())
+    } else {
+        Err(format!(
+            "no built-in {handler:?} (built-ins: {})",
+            BUILTINS.join(", ")
+        ))
+    }
+}
+
 /// The built-in function called `handler`, if there is one.
 pub fn builtin(handler: &str) -> Option<Arc<dyn Function>> {
     match handler {

@@ -8,8 +8,6 @@
 //! Removing answers 202: new calls get 404 at once, and the control process ends the calls
 //! still queued as `cancelled`.
 
-use std::collections::BTreeMap;
-
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -18,7 +16,7 @@ use fjord_common::FunctionName;
 use fjord_common::package::Packages;
 use fjord_common::queue::ConsumerSettings;
 use fjord_common::secrets::{SecretName, Secrets};
-use fjord_common::stack::{FunctionSpec, Resources, TEMPLATE_RUNTIMES};
+use fjord_common::stack::{Deployment, FunctionSpec, TEMPLATE_RUNTIMES};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -26,38 +24,6 @@ use super::extract::json_body;
 use super::queues::count_workers;
 use crate::AppState;
 use crate::error::ApiError;
-
-/// A deployment request: OpenFaaS's `FunctionDeployment`, plus Fjord's runtime fields.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Deployment {
-    service: String,
-    #[serde(default)]
-    image: Option<String>,
-    #[serde(default)]
-    env_process: Option<String>,
-    #[serde(default)]
-    env_vars: Option<BTreeMap<String, String>>,
-    #[serde(default)]
-    secrets: Option<Vec<String>>,
-    #[serde(default)]
-    labels: Option<BTreeMap<String, String>>,
-    #[serde(default)]
-    annotations: Option<BTreeMap<String, String>>,
-    #[serde(default)]
-    limits: Option<Resources>,
-    #[serde(default)]
-    requests: Option<Resources>,
-    /// Fjord: the runtime. OpenFaaS deploys containers and has no such field.
-    #[serde(default)]
-    lang: Option<String>,
-    /// Fjord: the built-in's name for `builtin`; informational for the others.
-    #[serde(default)]
-    handler: Option<String>,
-    /// Fjord: digest of the handler package uploaded to `/system/packages/{digest}`.
-    #[serde(default)]
-    package: Option<String>,
-}
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
     ApiError::InvalidDefinition {
@@ -68,45 +34,12 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
 
 /// Parses and validates a deployment into the definition to store.
 async fn definition(state: &AppState, body: &[u8]) -> Result<FunctionSpec, ApiError> {
-    let deployment: Deployment = json_body(body)?;
-    let name: FunctionName = deployment
-        .service
-        .parse()
-        .map_err(|e: fjord_common::Error| invalid("service", e.to_string()))?;
-    let lang = deployment.lang.ok_or_else(|| {
-        invalid(
-            "lang",
-            "is required: Fjord runs functions without containers (builtin, exec, http, node18, node20, python3-http)",
-        )
-    })?;
-    let mut environment = deployment.env_vars.unwrap_or_default();
-    if let Some(process) = deployment.env_process.filter(|p| !p.is_empty()) {
-        environment.insert("fprocess".to_owned(), process);
-    }
-    let spec = FunctionSpec {
-        name,
-        handler: deployment.handler.unwrap_or_default(),
-        lang,
-        image: deployment.image,
-        environment,
-        labels: deployment.labels.unwrap_or_default(),
-        annotations: deployment.annotations.unwrap_or_default(),
-        secrets: deployment.secrets.unwrap_or_default(),
-        limits: deployment.limits,
-        requests: deployment.requests,
-        package: deployment.package.filter(|p| !p.is_empty()),
-        incarnation: String::new(),
-    };
+    let spec = json_body::<Deployment>(body)?.into_spec()?;
     spec.validate()?;
-    if spec.lang == "builtin" && fjord_functions::builtin(&spec.handler).is_none() {
-        return Err(invalid(
-            "handler",
-            format!(
-                "no built-in {:?} (built-ins: {})",
-                spec.handler,
-                fjord_functions::BUILTINS.join(", ")
-            ),
-        ));
+    if spec.lang == "builtin"
+        && let Err(why) = fjord_functions::check_builtin(&spec.handler)
+    {
+        return Err(invalid("handler", why));
     }
     match &spec.package {
         Some(digest) if !Packages::open(&state.queue).await?.exists(digest).await? => {

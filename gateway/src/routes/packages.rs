@@ -33,13 +33,11 @@ pub async fn put(
     if package::digest(&body) != digest {
         return Err(invalid("the body's SHA-256 does not match the path"));
     }
-    let packages = Packages::open(&state.queue).await?;
-    let existed = packages.exists(&digest).await?;
-    packages.put(&body).await?;
-    Ok(if existed {
-        StatusCode::OK
-    } else {
+    let created = Packages::open(&state.queue).await?.put(&body).await?;
+    Ok(if created {
         StatusCode::CREATED
+    } else {
+        StatusCode::OK
     })
 }
 

@@ -265,16 +265,9 @@ pub async fn start(
 const HEALTH_PATH: &str = "com.openfaas.health.http.path";
 
 fn builtin(spec: &FunctionSpec) -> Result<Arc<dyn Function>, Error> {
-    fjord_functions::builtin(&spec.handler).ok_or_else(|| {
-        Error::Spec(fjord_common::Error::invalid(
-            "handler",
-            format!(
-                "no built-in function {:?} (built-ins: {})",
-                spec.handler,
-                fjord_functions::BUILTINS.join(", ")
-            ),
-        ))
-    })
+    fjord_functions::check_builtin(&spec.handler)
+        .map_err(|why| Error::Spec(fjord_common::Error::invalid("handler", why)))?;
+    Ok(fjord_functions::builtin(&spec.handler).expect("checked above"))
 }
 
 /// `fprocess`, split into words.
