@@ -124,8 +124,15 @@ async fn start(
         ),
         (
             "FJORD_WORK_DIR",
-            std::env::var("FJORD_WORK_DIR")
-                .unwrap_or_else(|_| data_dir.join("work").display().to_string()),
+            std::env::var("FJORD_WORK_DIR").unwrap_or_else(|_| {
+                // As root, functions run as their own users, who must be able to reach the work
+                // dir: a data dir under a private home would not do.
+                if nix::unistd::geteuid().is_root() {
+                    format!("/var/lib/fjord/{}/work", args.nats.nats_prefix)
+                } else {
+                    data_dir.join("work").display().to_string()
+                }
+            }),
         ),
     ];
     let control = spawn(&bin_dir, "fjord-worker", &["control"], &env)?;

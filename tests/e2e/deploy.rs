@@ -253,6 +253,28 @@ async fn fjord_deploy_runs_a_stack_of_every_runtime_and_installs_dependencies_on
         std::fs::read_to_string(&installs).unwrap().lines().count(),
         1
     );
+    // A worker started after the installation uses it as it is (the function cannot change it).
+    workers.push(p.spawn_worker("payment-processor"));
+    wait_for(
+        "a third payment-processor worker",
+        Duration::from_secs(60),
+        || async {
+            let f: Value = p
+                .system("/system/function/payment-processor")
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (f["availableReplicas"] == 3).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        std::fs::read_to_string(&installs).unwrap().lines().count(),
+        1
+    );
 
     let list = {
         let mut c = p.cli();

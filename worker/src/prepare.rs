@@ -30,6 +30,9 @@ fn io(context: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> Error {
 
 /// Installs the package (if any) into `sandbox.code_dir` and writes the secrets.
 pub async fn prepare(queue: &Queue, spec: &FunctionSpec, sandbox: &Sandbox) -> Result<(), Error> {
+    if sandbox.user.is_some() {
+        reachable(&sandbox.code_dir)?;
+    }
     if let Some(digest) = &spec.package {
         install_package(queue, digest, sandbox).await?;
     }
@@ -64,6 +67,10 @@ async fn install_package(queue: &Queue, digest: &str, sandbox: &Sandbox) -> Resu
         chown_tree(&staging, uid, gid)?;
     }
     install_dependencies(&staging, sandbox).await?;
+    if let Some((_, gid)) = sandbox.user {
+        // Installed as the function's user; from now on the function may only read it.
+        seal_tree(&staging, gid)?;
+    }
     std::fs::write(staging.join(READY), digest).map_err(io("marking the package ready"))?;
     if code_dir.exists() {
         std::fs::remove_dir_all(&code_dir).map_err(io(code_dir.display()))?;
@@ -84,6 +91,52 @@ fn lock_file(path: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, Error> {
         .map_err(io(path.display()))?;
     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| Error::Malformed(format!("locking {}: {e}", path.display())))
+}
+
+/// Function users must be able to enter every folder above their own: a work dir inside a
+/// private folder (such as a 0700 home or `mktemp -d`) would let nothing run.
+fn reachable(code_dir: &Path) -> Result<(), Error> {
+    // `<work>/fn/<name>/code/<digest>`: the work dir and everything above it.
+    for ancestor in code_dir.ancestors().skip(4) {
+        if let Ok(meta) = std::fs::metadata(ancestor)
+            && meta.permissions().mode() & 0o001 == 0
+        {
+            return Err(Error::invalid(
+                "FJORD_WORK_DIR",
+                format!(
+                    "{} is inside {}, which function users cannot enter (mode {:o}); use a work dir under a path others may traverse, such as /var/lib/fjord",
+                    code_dir.display(),
+                    ancestor.display(),
+                    meta.permissions().mode() & 0o7777
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Gives an installed package to root with the function's group able to read (and enter, and
+/// run what its owner could run) but not write, as the sandbox's folders are.
+fn seal_tree(path: &Path, gid: u32) -> Result<(), Error> {
+    let meta = std::fs::symlink_metadata(path).map_err(io(path.display()))?;
+    std::os::unix::fs::lchown(path, Some(0), Some(gid)).map_err(io(path.display()))?;
+    if meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    let mode = if meta.is_dir() {
+        0o750
+    } else {
+        let owner = meta.permissions().mode() & 0o700;
+        owner | ((owner & 0o500) >> 3)
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(io(path.display()))?;
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path).map_err(io(path.display()))? {
+            seal_tree(&entry.map_err(io(path.display()))?.path(), gid)?;
+        }
+    }
+    Ok(())
 }
 
 fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<(), Error> {
