@@ -101,6 +101,7 @@ async fn start(
     let nats_url = ensure_nats(&args.nats.nats_url, data_dir, running).await?;
     let database_url = ensure_postgres(&args.database_url, data_dir, running).await?;
     let (user, password) = ensure_credentials(data_dir)?;
+    let callback_secret = ensure_callback_secret(data_dir)?;
     // Before anything serves reads (the control process applies them too, idempotently).
     fjord_common::store::migrate(&database_url)
         .await
@@ -114,6 +115,7 @@ async fn start(
         .map(Path::to_path_buf)
         .context("locating the fjord binaries")?;
     let env = [
+        ("FJORD_CALLBACK_SECRET", callback_secret),
         ("NATS_URL", nats_url.clone()),
         ("FJORD_NATS_PREFIX", args.nats.nats_prefix.clone()),
         ("DATABASE_URL", database_url.clone()),
@@ -155,6 +157,10 @@ async fn start(
     println!("  user        {user}");
     println!("  password    {password}");
     println!("  credentials {}", secrets_dir(data_dir).display());
+    println!(
+        "  callbacks   signed with the secret in {}",
+        secrets_dir(data_dir).join(CALLBACK_SECRET_FILE).display()
+    );
     println!(
         "  NATS        {nats_url}{}",
         if running.nats.is_some() {
@@ -373,13 +379,36 @@ fn ensure_credentials(data_dir: &Path) -> anyhow::Result<(String, String)> {
 }
 
 fn write_secrets(dir: &Path, user: &str, password: &str) -> anyhow::Result<()> {
+    write_secret(dir, "basic-auth-user", user)?;
+    write_secret(dir, "basic-auth-password", password)
+}
+
+fn write_secret(dir: &Path, name: &str, value: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    for (name, value) in [("basic-auth-user", user), ("basic-auth-password", password)] {
-        let path = dir.join(name);
-        std::fs::write(&path, value)?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    }
+    let path = dir.join(name);
+    std::fs::write(&path, value)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     Ok(())
+}
+
+/// The file in the secrets folder holding the callback signing secret.
+pub const CALLBACK_SECRET_FILE: &str = "callback-secret";
+
+/// `FJORD_CALLBACK_SECRET` when set, else the one stored in the secrets folder, generated the
+/// first time: callbacks are always signed.
+fn ensure_callback_secret(data_dir: &Path) -> anyhow::Result<String> {
+    if let Ok(secret) = std::env::var("FJORD_CALLBACK_SECRET")
+        && !secret.trim().is_empty()
+    {
+        return Ok(secret);
+    }
+    let dir = secrets_dir(data_dir);
+    if let Ok(secret) = std::fs::read_to_string(dir.join(CALLBACK_SECRET_FILE)) {
+        return Ok(secret.trim().to_owned());
+    }
+    let secret = fjord_common::callback::Signer::generate();
+    write_secret(&dir, CALLBACK_SECRET_FILE, &secret)?;
+    Ok(secret)
 }

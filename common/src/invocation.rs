@@ -45,6 +45,10 @@ pub struct CallMeta {
     /// running it.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub incarnation: String,
+    /// The call's W3C `traceparent` (see [`crate::trace`]); the function and the callback
+    /// receive it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub traceparent: String,
 }
 
 /// How a call ended (one attempt's view).
@@ -113,6 +117,9 @@ pub struct Finished {
     /// once the call is final.
     #[serde(default)]
     pub request_object: Option<String>,
+    /// The call's `traceparent`, for the callback.
+    #[serde(default)]
+    pub traceparent: Option<String>,
 }
 
 impl Event {

@@ -2,9 +2,11 @@
 //! and stream setup, the function registry, the PostgreSQL store and migrator, `stack.yml`
 //! parsing and telemetry setup.
 
+pub mod callback;
 pub mod cgroup;
 pub mod config;
 pub mod error;
+pub mod functions;
 pub mod ids;
 pub mod invocation;
 pub mod package;
@@ -16,6 +18,7 @@ pub mod signal;
 pub mod stack;
 pub mod store;
 pub mod telemetry;
+pub mod trace;
 
 pub use error::Error;
 pub use ids::{CallId, FunctionName};

@@ -34,6 +34,10 @@ pub struct GatewayConfig {
     /// not an execution time limit).
     #[arg(long, env = "FJORD_ACK_WAIT", default_value = "30s", value_parser = duration_arg)]
     pub ack_wait: Duration,
+    /// Address ranges callback URLs may point to although they are loopback, private or
+    /// link-local (CIDR, comma-separated); give the control process the same list.
+    #[arg(long, env = "FJORD_CALLBACK_ALLOW_NETS", default_value = "")]
+    pub callback_allow_nets: String,
     /// PostgreSQL connections for reads.
     #[arg(long, env = "FJORD_GATEWAY_DB_POOL", default_value_t = 4)]
     pub db_pool: u32,

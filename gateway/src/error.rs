@@ -46,6 +46,8 @@ pub enum ApiError {
     Unauthorized,
     #[error("the call has not finished yet (status {0})")]
     NotFinished(String),
+    #[error("call {0} was made without an X-Callback-Url")]
+    NoCallback(String),
     #[error("the call did not finish within {0} s; it carries on asynchronously")]
     SyncTimeout(u64),
     #[error("the queue (NATS JetStream) is unavailable; the call was not accepted")]
@@ -77,6 +79,7 @@ impl ApiError {
             ApiError::SecretExists(_) => "secret_exists",
             ApiError::Unauthorized => "unauthorized",
             ApiError::NotFinished(_) => "not_finished",
+            ApiError::NoCallback(_) => "no_callback",
             ApiError::SyncTimeout(_) => "sync_timeout",
             ApiError::QueueUnavailable => "queue_unavailable",
             ApiError::DatabaseUnavailable => "database_unavailable",
@@ -101,7 +104,7 @@ impl ApiError {
             | ApiError::InvalidDefinition { .. }
             | ApiError::InvalidQuery { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::NotFinished(_) => StatusCode::CONFLICT,
+            ApiError::NotFinished(_) | ApiError::NoCallback(_) => StatusCode::CONFLICT,
             ApiError::SyncTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::QueueUnavailable
             | ApiError::DatabaseUnavailable

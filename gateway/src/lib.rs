@@ -6,13 +6,13 @@
 pub mod auth;
 pub mod config;
 pub mod error;
-pub mod functions;
 pub mod routes;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use fjord_common::callback::Networks;
 use fjord_common::queue::Queue;
 use fjord_common::store::Store;
 use tokio::net::TcpListener;
@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use config::Credentials;
 pub use config::GatewayConfig;
-use functions::Functions;
+use fjord_common::functions::Functions;
 
 /// Everything a request handler needs; cheap to clone (one per request).
 #[derive(Clone)]
@@ -40,6 +40,8 @@ pub struct Settings {
     /// The lease of a running call, fixed in each function's consumer when it is deployed.
     pub ack_wait: Duration,
     pub credentials: Credentials,
+    /// Where callback URLs may point beyond public addresses (`FJORD_CALLBACK_ALLOW_NETS`).
+    pub callback_networks: Networks,
 }
 
 impl AppState {
@@ -64,6 +66,7 @@ impl AppState {
                 read_wait: config.read_wait,
                 ack_wait: config.ack_wait,
                 credentials,
+                callback_networks: Networks::parse(&config.callback_allow_nets)?,
             }),
         })
     }

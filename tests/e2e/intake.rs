@@ -161,14 +161,14 @@ async fn client_call_id_and_callback_url_are_kept() {
     let r = p
         .post("/async-function/echo")
         .header("X-Call-Id", &id)
-        .header("X-Callback-Url", "https://receiver.example.com/hook?x=1")
+        .header("X-Callback-Url", "https://203.0.113.10/hook?x=1")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
     assert_eq!(r.headers()["x-call-id"].to_str().unwrap(), id);
     let s = p.wait_final(&id, Duration::from_secs(10)).await;
-    assert_eq!(s["callback_url"], "https://receiver.example.com/hook?x=1");
+    assert_eq!(s["callback_url"], "https://203.0.113.10/hook?x=1");
     // A repeated POST with the same id is de-duplicated by JetStream: still one record.
     let r = p
         .post("/async-function/echo")
@@ -229,7 +229,14 @@ async fn bad_input_gets_clear_errors() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202, "a body at the limit is accepted");
-    for bad in ["not a url", "ftp://example.com/x", "http://", "/relative"] {
+    for bad in [
+        "not a url",
+        "ftp://example.com/x",
+        "http://",
+        "/relative",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.1.2.3/",
+    ] {
         let r = p
             .post("/async-function/echo")
             .header("X-Callback-Url", bad)

@@ -54,6 +54,11 @@ fn command(setup: &Setup, exe: &str) -> Command {
         .env_remove("FJORD_BASIC_AUTH_USER")
         .env_remove("FJORD_BASIC_AUTH_PASSWORD")
         .env_remove("FJORD_NATS_PREFIX")
+        .env_remove("FJORD_CALLBACK_SECRET")
+        .env(
+            "FJORD_CALLBACK_ALLOW_NETS",
+            fjord_tests::CALLBACK_ALLOW_NETS,
+        )
         .kill_on_drop(true);
     c
 }
@@ -140,6 +145,8 @@ async fn fjord_up_starts_everything_and_a_second_run_keeps_the_data() {
     .await;
     let status = cli(&setup, &["status", &id]).await;
     assert!(status.contains("\"succeeded\""), "{status}");
+    let receiver = fjord_tests::receiver::Receiver::start().await;
+    let hook = format!("{}/done", receiver.url);
     let with_callback = cli(
         &setup,
         &[
@@ -147,15 +154,26 @@ async fn fjord_up_starts_everything_and_a_second_run_keeps_the_data() {
             "echo",
             "--async",
             "--callback",
-            "https://hooks.example.com/done",
+            &hook,
+            "-d",
+            "hello",
         ],
     )
     .await;
-    let status = cli(&setup, &["status", with_callback.trim()]).await;
-    assert!(
-        status.contains("https://hooks.example.com/done"),
-        "{status}"
+    let got = receiver.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(got[0].header("x-call-id"), with_callback.trim());
+    assert_eq!(got[0].body, b"hello"[..]);
+    // Signed with the secret `fjord up` generated and keeps in its secrets folder.
+    let secret = std::fs::read_to_string(setup.data_dir.join("secrets/callback-secret")).unwrap();
+    let signer = fjord_common::callback::Signer::parse(&secret).unwrap();
+    let expected = signer.sign(
+        &got[0].header("webhook-id"),
+        got[0].header("webhook-timestamp").parse().unwrap(),
+        &got[0].body,
     );
+    assert_eq!(Some(got[0].header("webhook-signature")), expected);
+    let status = cli(&setup, &["status", with_callback.trim()]).await;
+    assert!(status.contains(&hook), "{status}");
     let sync = cli(&setup, &["invoke", "echo", "-d", "right now"]).await;
     assert_eq!(sync, "right now");
     // The example functions of every runtime answer.

@@ -6,10 +6,14 @@
 //! else throwaway `nats-server` / PostgreSQL processes started here. Tests that must kill a
 //! server start their own with [`fjord_common::services`].
 
+pub mod receiver;
+
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use fjord_common::callback::{Networks, Signer};
+use fjord_common::functions::Functions;
 use fjord_common::queue::{ConsumerSettings, Names, Queue};
 use fjord_common::registry::Registry;
 use fjord_common::services::{LocalNats, LocalPostgres};
@@ -17,6 +21,7 @@ use fjord_common::stack::FunctionSpec;
 use fjord_common::store::{self, Store};
 use fjord_gateway::config::Credentials;
 use fjord_gateway::{AppState, Settings};
+use fjord_worker::dispatcher::{self, DispatchConfig};
 use fjord_worker::worker::{self, WorkerOptions};
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -24,6 +29,11 @@ use tokio_util::sync::CancellationToken;
 
 pub const USER: &str = "admin";
 pub const PASSWORD: &str = "test-password";
+/// The callback signing secrets of every test platform (two, as during a rotation).
+pub const CALLBACK_SECRETS: &str =
+    "whsec_dGVzdC1jYWxsYmFjay1zZWNyZXQtb25l,whsec_dGVzdC1jYWxsYmFjay1zZWNyZXQtdHdv";
+/// Loopback is refused by default; tests' receivers listen there.
+pub const CALLBACK_ALLOW_NETS: &str = "127.0.0.0/8";
 
 /// A unique, short id for names.
 pub fn unique(tag: &str) -> String {
@@ -293,6 +303,20 @@ pub struct Options {
     pub ack_wait: Duration,
     /// Run the recorder in this process.
     pub recorder: bool,
+    /// Run the callback dispatcher in this process (with the recorder), with these settings.
+    pub dispatcher: Option<DispatchConfig>,
+    /// `FJORD_CALLBACK_ALLOW_NETS` of the gateway.
+    pub gateway_allow_nets: String,
+}
+
+/// The dispatcher settings tests use: loopback allowed, [`CALLBACK_SECRETS`], quick polls.
+pub fn dispatch_config() -> DispatchConfig {
+    DispatchConfig {
+        signer: Signer::parse(CALLBACK_SECRETS).unwrap(),
+        networks: Networks::parse(CALLBACK_ALLOW_NETS).unwrap(),
+        poll_interval: Duration::from_millis(50),
+        ..DispatchConfig::default()
+    }
 }
 
 impl Default for Options {
@@ -306,6 +330,8 @@ impl Default for Options {
             read_wait: Duration::from_secs(1),
             ack_wait: Duration::from_secs(30),
             recorder: true,
+            dispatcher: Some(dispatch_config()),
+            gateway_allow_nets: CALLBACK_ALLOW_NETS.into(),
         }
     }
 }
@@ -351,9 +377,20 @@ impl Platform {
         let shutdown = CancellationToken::new();
         let url = serve_gateway(&queue, &store, &options, shutdown.clone()).await;
         if options.recorder {
+            let handoff = match &options.dispatcher {
+                None => None,
+                Some(config) => {
+                    let functions = Functions::follow(&queue, shutdown.clone()).await.unwrap();
+                    let (dispatcher, handoff) =
+                        dispatcher::new(store.clone(), functions, config.clone()).unwrap();
+                    tokio::spawn(dispatcher.run(shutdown.clone()));
+                    Some(handoff)
+                }
+            };
             tokio::spawn(fjord_worker::recorder::run(
                 queue.clone(),
                 store.clone(),
+                handoff,
                 shutdown.clone(),
             ));
             // The control process's retirement of removed functions, as in production.
@@ -431,6 +468,8 @@ impl Platform {
             .env("DATABASE_URL", &self.db.url)
             .env("FJORD_DRAIN_GRACE", "5s")
             .env("FJORD_WORK_DIR", &self.work_dir)
+            .env("FJORD_CALLBACK_SECRET", CALLBACK_SECRETS)
+            .env("FJORD_CALLBACK_ALLOW_NETS", CALLBACK_ALLOW_NETS)
             .kill_on_drop(true);
         c
     }
@@ -542,9 +581,7 @@ async fn serve_gateway(
     options: &Options,
     shutdown: CancellationToken,
 ) -> String {
-    let functions = fjord_gateway::functions::Functions::follow(queue, shutdown.clone())
-        .await
-        .unwrap();
+    let functions = Functions::follow(queue, shutdown.clone()).await.unwrap();
     let state = AppState {
         queue: queue.clone(),
         store: store.clone(),
@@ -559,6 +596,7 @@ async fn serve_gateway(
                 user: USER.into(),
                 password: PASSWORD.into(),
             },
+            callback_networks: Networks::parse(&options.gateway_allow_nets).unwrap(),
         }),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,11 +1,12 @@
-//! The control process: runs the recorder and keeps each deployed function's worker processes
-//! running (`com.openfaas.scale.min`, at least one), restarting crashed ones with backoff. It
+//! The control process: runs the recorder and the callback dispatcher, and keeps each deployed
+//! function's worker processes running (`com.openfaas.scale.min`, at least one), restarting crashed ones with backoff. It
 //! watches the registry, so deploying, updating or removing a function takes effect at once.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use fjord_common::functions::Functions;
 use fjord_common::queue::Queue;
 use fjord_common::registry::{Change, Registry};
 use fjord_common::stack::FunctionSpec;
@@ -19,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::dispatcher::{self, DispatchConfig};
+
 pub struct ControlOptions {
     /// The `fjord-worker` executable to start workers with.
     pub worker_exe: PathBuf,
@@ -26,6 +29,7 @@ pub struct ControlOptions {
     pub spawn_workers: bool,
     /// How long a worker may take to drain after SIGTERM before it is killed.
     pub stop_timeout: Duration,
+    pub dispatch: DispatchConfig,
 }
 
 pub async fn run(
@@ -35,11 +39,18 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     // The recorder stops only after the workers have exited, so the outcomes they publish while
-    // draining are recorded by this process rather than left for the next one.
+    // draining are recorded by this process rather than left for the next one; the dispatcher
+    // stops after the recorder, so it takes every callback the recorder hands over.
+    let dispatcher_stop = CancellationToken::new();
+    let functions = Functions::follow(&queue, dispatcher_stop.clone()).await?;
+    let (dispatcher, handoff) =
+        dispatcher::new(store.clone(), functions, options.dispatch.clone())?;
+    let dispatcher = tokio::spawn(dispatcher.run(dispatcher_stop.clone()));
     let recorder_stop = CancellationToken::new();
     let recorder = tokio::spawn(crate::recorder::run(
         queue.clone(),
         store,
+        Some(handoff),
         recorder_stop.clone(),
     ));
     let retire = tokio::spawn(crate::retire::run(queue.clone(), shutdown.clone()));
@@ -54,10 +65,13 @@ pub async fn run(
         warn!(error = %e, "retiring removed functions stopped");
     }
     recorder_stop.cancel();
-    match recorder.await {
+    let recorded = match recorder.await {
         Ok(result) => result,
         Err(e) => Err(Error::Nats(format!("recorder task failed: {e}"))),
-    }
+    };
+    dispatcher_stop.cancel();
+    let _ = dispatcher.await;
+    recorded
 }
 
 /// Watches the registry and keeps one supervising task per function.

@@ -1,7 +1,9 @@
 //! `fjord-worker`: the worker loop that runs one function's calls (`run`), and the control
-//! process (`control`) that records outcomes in PostgreSQL and keeps worker processes running.
+//! process (`control`) that records outcomes in PostgreSQL, delivers callbacks and keeps worker
+//! processes running.
 
 pub mod control;
+pub mod dispatcher;
 pub mod prepare;
 pub mod recorder;
 pub mod retire;

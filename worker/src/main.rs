@@ -6,12 +6,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use fjord_common::callback::{Networks, Signer};
 use fjord_common::config::{NatsArgs, duration_arg};
 use fjord_common::queue::Queue;
 use fjord_common::registry::Registry;
 use fjord_common::store::{self, Store};
 use fjord_common::{FunctionName, telemetry};
 use fjord_worker::control::{self, ControlOptions};
+use fjord_worker::dispatcher::DispatchConfig;
 use fjord_worker::runtime;
 use fjord_worker::worker::{self, WorkerOptions};
 use tokio_util::sync::CancellationToken;
@@ -57,7 +59,54 @@ enum Command {
         /// How long running calls may take to finish after SIGTERM.
         #[arg(long, env = "FJORD_DRAIN_GRACE", default_value = "30s", value_parser = duration_arg)]
         drain_grace: Duration,
+        #[command(flatten)]
+        callbacks: CallbackArgs,
     },
+}
+
+/// The callback dispatcher's settings.
+#[derive(clap::Args)]
+struct CallbackArgs {
+    /// Secrets callbacks are signed with (Standard Webhooks): `whsec_<base64>`, comma-separated
+    /// to keep several active while rotating. Unset: callbacks are unsigned.
+    #[arg(
+        long,
+        env = "FJORD_CALLBACK_SECRET",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    callback_secret: String,
+    /// Address ranges callbacks may reach although they are loopback, private or link-local
+    /// (CIDR, comma-separated), such as 10.0.0.0/8 for receivers on a private network.
+    #[arg(long, env = "FJORD_CALLBACK_ALLOW_NETS", default_value = "")]
+    callback_allow_nets: String,
+    /// Callback attempts in flight at once, overall.
+    #[arg(long, env = "FJORD_CALLBACK_CONCURRENCY", default_value_t = 256)]
+    callback_concurrency: usize,
+    /// Callback attempts in flight at once to one host name.
+    #[arg(long, env = "FJORD_CALLBACK_HOST_CONCURRENCY", default_value_t = 16)]
+    callback_host_concurrency: usize,
+    /// How long a dispatcher holds a callback it is delivering; if it dies, another dispatcher
+    /// sends the callback again after this long.
+    #[arg(long, env = "FJORD_CALLBACK_LEASE", default_value = "60s", value_parser = duration_arg)]
+    callback_lease: Duration,
+}
+
+impl CallbackArgs {
+    fn config(&self) -> anyhow::Result<DispatchConfig> {
+        anyhow::ensure!(
+            self.callback_concurrency > 0 && self.callback_host_concurrency > 0,
+            "FJORD_CALLBACK_CONCURRENCY and FJORD_CALLBACK_HOST_CONCURRENCY must be at least 1"
+        );
+        Ok(DispatchConfig {
+            signer: Signer::parse(&self.callback_secret)?,
+            networks: Networks::parse(&self.callback_allow_nets)?,
+            concurrency: self.callback_concurrency,
+            host_concurrency: self.callback_host_concurrency,
+            lease: self.callback_lease,
+            ..DispatchConfig::default()
+        })
+    }
 }
 
 #[tokio::main]
@@ -96,7 +145,9 @@ async fn main() -> anyhow::Result<()> {
             db_pool,
             no_spawn,
             drain_grace,
+            callbacks,
         } => {
+            let dispatch = callbacks.config()?;
             store::migrate(&database_url)
                 .await
                 .context("applying migrations")?;
@@ -105,6 +156,7 @@ async fn main() -> anyhow::Result<()> {
                 worker_exe: std::env::current_exe()?,
                 spawn_workers: !no_spawn,
                 stop_timeout: drain_grace + Duration::from_secs(5),
+                dispatch,
             };
             control::run(queue, store, options, shutdown).await?;
         }

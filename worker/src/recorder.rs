@@ -1,22 +1,27 @@
 //! The recorder: consumes every message of the installation's stream (invocations and outcome
 //! events) and applies them to PostgreSQL in batches, one transaction per batch, acknowledging
-//! only after the commit. While PostgreSQL is away it holds its batch and retries; the stream
+//! only after the commit. A call it makes final with a callback URL gets a pending callback in
+//! the same write, handed straight to this process's dispatcher when there is one. While PostgreSQL is away it holds its batch and retries; the stream
 //! keeps everything meanwhile, so intake never depends on the database.
 //!
 //! On shutdown it first applies what it has already been handed (until the pull goes quiet,
 //! bounded by [`DRAIN_LIMIT`]); what it cannot apply it hands back for immediate redelivery, so
 //! the next recorder does not wait out the lease.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use async_nats::jetstream::{AckKind, Message};
 use bytes::Bytes;
+use fjord_common::CallId;
 use fjord_common::invocation::{self, BodyRef, CallMeta, Event, SCHEMA_VERSION};
 use fjord_common::queue::Queue;
 use fjord_common::store::{Batch, Started, Store};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
+
+use crate::dispatcher::Handoff;
 
 /// Messages applied in one transaction at most.
 const MAX_BATCH: usize = 2000;
@@ -29,6 +34,7 @@ const DRAIN_QUIET: Duration = Duration::from_millis(200);
 pub async fn run(
     queue: Queue,
     store: Store,
+    handoff: Option<Handoff>,
     shutdown: CancellationToken,
 ) -> Result<(), fjord_common::Error> {
     let consumer = queue.recorder_consumer().await?;
@@ -48,7 +54,15 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
         };
         let Some(chunk) = chunk else { break };
-        if !record(&queue, &store, ok_messages(chunk), &shutdown).await {
+        if !record(
+            &queue,
+            &store,
+            handoff.as_ref(),
+            ok_messages(chunk),
+            &shutdown,
+        )
+        .await
+        {
             break;
         }
     }
@@ -61,7 +75,7 @@ pub async fn run(
         stop_drain.cancel();
     });
     while let Ok(Some(chunk)) = tokio::time::timeout(DRAIN_QUIET, chunks.next()).await {
-        if !record(&queue, &store, ok_messages(chunk), &drain).await {
+        if !record(&queue, &store, handoff.as_ref(), ok_messages(chunk), &drain).await {
             break;
         }
     }
@@ -86,6 +100,7 @@ fn ok_messages(
 async fn record(
     queue: &Queue,
     store: &Store,
+    handoff: Option<&Handoff>,
     messages: Vec<Message>,
     shutdown: &CancellationToken,
 ) -> bool {
@@ -121,8 +136,11 @@ async fn record(
     }
     let mut delay = Duration::from_millis(100);
     loop {
-        match store.apply(&batch).await {
+        match store.apply(&batch, handoff.map(Handoff::lease)).await {
             Ok(recorded) => {
+                if let Some(handoff) = handoff {
+                    hand_over(handoff, &batch, &recorded);
+                }
                 debug!(
                     messages = applied.len(),
                     finals = recorded.len(),
@@ -160,6 +178,16 @@ async fn record(
         }
     }
     true
+}
+
+/// Hands the dispatcher the callbacks of the calls this batch made final.
+fn hand_over(handoff: &Handoff, batch: &Batch, recorded: &[(CallId, u64)]) {
+    let won: HashSet<(CallId, u64)> = recorded.iter().copied().collect();
+    for (finished, body, seq) in &batch.finished {
+        if finished.callback_url.is_some() && won.contains(&(finished.call_id, *seq)) {
+            handoff.send(finished, body, *seq);
+        }
+    }
 }
 
 async fn add_event(

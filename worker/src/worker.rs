@@ -446,20 +446,27 @@ pub(crate) fn finished(
             BodyRef::Stored { object, .. } => Some(object.clone()),
             BodyRef::Inline => None,
         },
+        traceparent: (!meta.traceparent.is_empty()).then(|| meta.traceparent.clone()),
     }
 }
 
-/// The request as the function sees it: the caller's headers plus `X-Call-Id` and
-/// `X-Start-Time` (replacing any the caller sent).
+/// The request as the function sees it: the caller's headers plus `X-Call-Id`, `X-Start-Time`
+/// and the call's `traceparent` (replacing any the caller sent).
 fn request_for(meta: &CallMeta, body: Bytes) -> Request {
     let mut headers: Vec<(String, String)> = meta
         .headers
         .iter()
         .filter(|(k, _)| {
-            !k.eq_ignore_ascii_case("x-call-id") && !k.eq_ignore_ascii_case("x-start-time")
+            let replaced = k.eq_ignore_ascii_case("x-call-id")
+                || k.eq_ignore_ascii_case("x-start-time")
+                || (k.eq_ignore_ascii_case("traceparent") && !meta.traceparent.is_empty());
+            !replaced
         })
         .cloned()
         .collect();
+    if !meta.traceparent.is_empty() {
+        headers.push(("traceparent".into(), meta.traceparent.clone()));
+    }
     headers.push(("X-Call-Id".into(), meta.call_id.to_string()));
     headers.push(("X-Start-Time".into(), meta.start_time_ns.to_string()));
     Request {

@@ -57,8 +57,12 @@ async fn prepare(
     };
     let callback_url = match headers.get("x-callback-url") {
         None => None,
-        Some(v) => Some(callback_url(v)?),
+        Some(v) => Some(callback_url(state, v).await?),
     };
+    let traceparent = fjord_common::trace::traceparent_for(
+        call_id,
+        headers.get("traceparent").and_then(|v| v.to_str().ok()),
+    );
     let path = match params.get("path") {
         Some(p) => format!("/{p}"),
         None => "/".to_owned(),
@@ -82,27 +86,23 @@ async fn prepare(
         start_time_ns: now_ns(),
         body: BodyRef::Inline,
         incarnation,
+        traceparent,
     };
     Ok((meta, body))
 }
 
-/// An absolute http(s) URL with a host. Where it may point is checked by the callback
-/// dispatcher.
-fn callback_url(value: &HeaderValue) -> Result<String, ApiError> {
+/// An absolute http(s) URL whose host resolves only to addresses callbacks may reach (see
+/// `fjord_common::callback::networks`); the dispatcher checks again when it connects.
+async fn callback_url(state: &AppState, value: &HeaderValue) -> Result<String, ApiError> {
     let text = value
         .to_str()
         .map_err(|_| ApiError::InvalidCallbackUrl("not visible ASCII".into()))?;
-    let url = url::Url::parse(text)
-        .map_err(|e| ApiError::InvalidCallbackUrl(format!("{text:?}: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(ApiError::InvalidCallbackUrl(format!(
-            "scheme {:?} is not http or https",
-            url.scheme()
-        )));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(ApiError::InvalidCallbackUrl("no host".into()));
-    }
+    let url = state
+        .settings
+        .callback_networks
+        .check_url(text)
+        .await
+        .map_err(ApiError::InvalidCallbackUrl)?;
     Ok(url.to_string())
 }
 

@@ -1,6 +1,7 @@
 //! The gateway's routes. Invocation routes are open (as in OpenFaaS); `/system/*` is behind
 //! basic auth; `/healthz` is open.
 
+mod callbacks;
 mod extract;
 mod functions;
 mod invoke;
@@ -12,7 +13,7 @@ mod status;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, Uri};
-use axum::routing::{any, get, put};
+use axum::routing::{any, get, post, put};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -22,6 +23,14 @@ pub fn router(state: AppState) -> Router {
         .route("/system/invocations", get(status::list))
         .route("/system/invocations/{call_id}", get(status::get))
         .route("/system/invocations/{call_id}/result", get(status::result))
+        .route(
+            "/system/invocations/{call_id}/callbacks",
+            get(callbacks::log),
+        )
+        .route(
+            "/system/invocations/{call_id}/callbacks/redeliver",
+            post(callbacks::redeliver),
+        )
         .route("/system/queues", get(queues::list))
         .route(
             "/system/functions",

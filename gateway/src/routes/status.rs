@@ -24,7 +24,7 @@ use super::extract::{ApiPath, ApiQuery};
 use crate::AppState;
 use crate::error::ApiError;
 
-fn rfc3339(t: Option<DateTime<Utc>>) -> Value {
+pub(super) fn rfc3339(t: Option<DateTime<Utc>>) -> Value {
     t.map(|t| Value::String(t.to_rfc3339_opts(SecondsFormat::Micros, true)))
         .unwrap_or(Value::Null)
 }
@@ -41,17 +41,22 @@ fn to_json(row: &InvocationRow) -> Value {
         "duration_seconds": row.duration_seconds,
         "function_status": row.function_status,
         "callback_url": row.callback_url,
+        "callback": row.callback_state.as_ref().map(|state| json!({
+            "state": state,
+            "attempts": row.callback_attempts,
+            "next_attempt_at": rfc3339(row.callback_next_at),
+        })),
         "error": row.error,
     })
 }
 
-fn parse_id(raw: &str) -> Result<CallId, ApiError> {
+pub(super) fn parse_id(raw: &str) -> Result<CallId, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::InvalidCallId(format!("{raw:?} is not a UUID")))
 }
 
 /// The row, waiting for the recorder on a miss.
-async fn find(state: &AppState, call_id: CallId) -> Result<InvocationRow, ApiError> {
+pub(super) async fn find(state: &AppState, call_id: CallId) -> Result<InvocationRow, ApiError> {
     if let Some(row) = state.store.invocation(call_id).await? {
         return Ok(row);
     }
@@ -85,7 +90,7 @@ pub async fn get(
     Ok(Json(to_json(&row)))
 }
 
-const FINAL: [&str; 4] = ["succeeded", "failed", "dead", "cancelled"];
+pub(super) const FINAL: [&str; 4] = ["succeeded", "failed", "dead", "cancelled"];
 
 pub async fn result(
     State(state): State<AppState>,

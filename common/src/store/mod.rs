@@ -1,5 +1,6 @@
-//! PostgreSQL: the projection of the invocation stream (`invocations`, `results`), the embedded
-//! migrations, and the reads the gateway serves.
+//! PostgreSQL: the projection of the invocation stream (`invocations`), the embedded
+//! migrations, and the reads the gateway serves. Callback delivery state lives on the same rows
+//! ([`callbacks`]).
 //!
 //! Writes come only from the recorder, in batches: one transaction applies a whole batch of
 //! stream messages with one `UNNEST` statement per kind, so the cost per call stays far below one
@@ -16,6 +17,8 @@ use uuid::Uuid;
 
 use crate::invocation::{CallMeta, Finished};
 use crate::{CallId, Error};
+
+pub mod callbacks;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
@@ -62,6 +65,9 @@ pub struct InvocationRow {
     pub duration_seconds: Option<f64>,
     pub function_status: Option<i32>,
     pub error: Option<String>,
+    pub callback_state: Option<String>,
+    pub callback_attempts: i32,
+    pub callback_next_at: Option<DateTime<Utc>>,
 }
 
 /// A recorded response.
@@ -106,6 +112,8 @@ struct MergedRow {
     path: Option<String>,
     query: Option<String>,
     callback_url: Option<String>,
+    callback_host: Option<String>,
+    traceparent: Option<String>,
     created_at: DateTime<Utc>,
     started_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
@@ -129,6 +137,8 @@ impl MergedRow {
             path: None,
             query: None,
             callback_url: None,
+            callback_host: None,
+            traceparent: None,
             created_at: ts(created_ns),
             started_at: None,
             finished_at: None,
@@ -160,6 +170,9 @@ fn merge(batch: &Batch) -> Vec<MergedRow> {
             .take()
             .or_else(|| meta.callback_url.clone());
         row.stream_seq = Some(*seq as i64);
+        if !meta.traceparent.is_empty() {
+            row.traceparent = Some(meta.traceparent.clone());
+        }
     }
     for s in &batch.started {
         let row = rows
@@ -182,6 +195,7 @@ fn merge(batch: &Batch) -> Vec<MergedRow> {
             row.started_at = Some(row.started_at.map_or(at, |t| t.min(at)));
         }
         row.callback_url = row.callback_url.take().or_else(|| f.callback_url.clone());
+        row.traceparent = row.traceparent.take().or_else(|| f.traceparent.clone());
         if row.final_seq.is_some_and(|k| k < *seq as i64) {
             continue;
         }
@@ -194,7 +208,11 @@ fn merge(batch: &Batch) -> Vec<MergedRow> {
         row.result_headers = Some(sqlx::types::Json(f.headers.clone()));
         row.result_body = Some(body.clone());
     }
-    rows.into_values().collect()
+    let mut rows: Vec<MergedRow> = rows.into_values().collect();
+    for row in &mut rows {
+        row.callback_host = row.callback_url.as_deref().and_then(callbacks::host_of);
+    }
+    rows
 }
 
 /// Filters for listing calls, newest first.
@@ -212,7 +230,8 @@ fn ts(ns: i64) -> DateTime<Utc> {
 }
 
 const COLUMNS: &str = "call_id, function, status, attempts, callback_url, created_at, started_at, \
-                       finished_at, duration_seconds, function_status, error";
+                       finished_at, duration_seconds, function_status, error, callback_state, \
+                       callback_attempts, callback_next_at";
 
 #[derive(Clone)]
 pub struct Store {
@@ -235,27 +254,67 @@ impl Store {
     }
 
     /// Applies a batch in one transaction. Returns the calls whose final state this batch
-    /// recorded; outcomes for calls that were already final are left out (late outcomes of
-    /// superseded attempts).
+    /// recorded, each with the stream sequence of the outcome that won; outcomes for calls that
+    /// were already final are left out (late outcomes of superseded attempts).
+    ///
+    /// A call made final with a callback URL gets its callback `pending` in the same write.
+    /// With `lease` (the dispatcher in this process and how long it may hold a callback), the
+    /// callback is already held by that dispatcher, which the recorder hands it to directly;
+    /// without, any dispatcher's poll takes it.
     ///
     /// Everything the batch says about one call (its invocation, start and outcome usually
     /// arrive together under load) is merged into one row first, so a call costs one row write,
     /// not three. The upsert keeps the first final outcome: `final_seq` is the stream sequence
     /// of the event that made the call final, and a row whose returned `final_seq` is this
     /// batch's event was recorded by this batch.
-    pub async fn apply(&self, batch: &Batch) -> Result<Vec<CallId>, Error> {
+    pub async fn apply(
+        &self,
+        batch: &Batch,
+        lease: Option<(Uuid, Duration)>,
+    ) -> Result<Vec<(CallId, u64)>, Error> {
         let rows = merge(batch);
         if rows.is_empty() {
             return Ok(Vec::new());
         }
+        let lease_seconds = lease.map_or(0.0, |(_, d)| d.as_secs_f64());
         let returned: Vec<(Uuid, Option<i64>)> = sqlx::query_as(
-            "INSERT INTO invocations AS i (call_id, function, status, attempts, method, path, query, callback_url,
+            "WITH u AS (
+                 SELECT *, final_seq IS NOT NULL AND callback_url IS NOT NULL AS cb
+                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int4[], $5::text[], $6::text[], $7::text[],
+                             $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::float8[],
+                             $13::int4[], $14::text[], $15::int8[], $16::int8[], $17::jsonb[], $18::bytea[],
+                             $19::text[], $20::text[])
+                      AS u(call_id, function, status, attempts, method, path, query, callback_url, created_at,
+                           started_at, finished_at, duration_seconds, function_status, error, stream_seq,
+                           final_seq, result_headers, result_body, traceparent, callback_host))
+             INSERT INTO invocations AS i (call_id, function, status, attempts, method, path, query, callback_url,
                                            created_at, started_at, finished_at, duration_seconds, function_status,
-                                           error, stream_seq, final_seq, result_headers, result_body)
-             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int4[], $5::text[], $6::text[], $7::text[],
-                                  $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::float8[],
-                                  $13::int4[], $14::text[], $15::int8[], $16::int8[], $17::jsonb[], $18::bytea[])
+                                           error, stream_seq, final_seq, result_headers, result_body, traceparent,
+                                           callback_host, callback_state, callback_round_at, callback_next_at,
+                                           callback_lease, callback_lease_until)
+             SELECT call_id, function, status, attempts, method, path, query, callback_url, created_at,
+                    started_at, finished_at, duration_seconds, function_status, error, stream_seq, final_seq,
+                    result_headers, result_body, traceparent, callback_host,
+                    CASE WHEN cb THEN 'pending' END, CASE WHEN cb THEN now() END, CASE WHEN cb THEN now() END,
+                    CASE WHEN cb THEN $21::uuid END,
+                    CASE WHEN cb AND $21::uuid IS NOT NULL THEN now() + make_interval(secs => $22) END
+             FROM u
              ON CONFLICT (call_id) DO UPDATE SET
+                 traceparent = COALESCE(i.traceparent, EXCLUDED.traceparent),
+                 callback_host = COALESCE(i.callback_host, EXCLUDED.callback_host),
+                 callback_state = CASE WHEN i.final_seq IS NULL AND EXCLUDED.final_seq IS NOT NULL
+                                        AND COALESCE(i.callback_url, EXCLUDED.callback_url) IS NOT NULL
+                                       THEN 'pending' ELSE i.callback_state END,
+                 callback_round_at = CASE WHEN i.final_seq IS NULL AND EXCLUDED.final_seq IS NOT NULL
+                                           THEN now() ELSE i.callback_round_at END,
+                 callback_next_at = CASE WHEN i.final_seq IS NULL AND EXCLUDED.final_seq IS NOT NULL
+                                          THEN now() ELSE i.callback_next_at END,
+                 callback_lease = CASE WHEN i.final_seq IS NULL AND EXCLUDED.final_seq IS NOT NULL
+                                            AND EXCLUDED.callback_url IS NOT NULL
+                                       THEN $21::uuid ELSE i.callback_lease END,
+                 callback_lease_until = CASE WHEN i.final_seq IS NULL AND EXCLUDED.final_seq IS NOT NULL
+                                                  AND EXCLUDED.callback_url IS NOT NULL AND $21::uuid IS NOT NULL
+                                             THEN now() + make_interval(secs => $22) ELSE i.callback_lease_until END,
                  method = COALESCE(EXCLUDED.method, i.method),
                  path = COALESCE(EXCLUDED.path, i.path),
                  query = COALESCE(EXCLUDED.query, i.query),
@@ -294,6 +353,10 @@ impl Store {
         .bind(rows.iter().map(|r| r.final_seq).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.result_headers.clone()).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.result_body.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.traceparent.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.callback_host.clone()).collect::<Vec<_>>())
+        .bind(lease.map(|(id, _)| id))
+        .bind(lease_seconds)
         .fetch_all(&self.pool)
         .await?;
         let ours: HashMap<Uuid, i64> = rows
@@ -302,8 +365,10 @@ impl Store {
             .collect();
         Ok(returned
             .into_iter()
-            .filter(|(id, seq)| seq.is_some() && ours.get(id) == seq.as_ref())
-            .map(|(id, _)| CallId(id))
+            .filter_map(|(id, seq)| {
+                let seq = seq?;
+                (ours.get(&id) == Some(&seq)).then_some((CallId(id), seq as u64))
+            })
             .collect())
     }
 

@@ -1,14 +1,15 @@
-//! The gateway's view of the function registry: an in-memory copy kept current by a registry
-//! watch, so intake answers "unknown function" without a round trip. A miss is checked against
-//! the registry itself before it becomes a 404 (a deploy may be milliseconds old).
+//! A process's view of the function registry: an in-memory copy kept current by a registry
+//! watch, so the gateway's intake answers "unknown function" without a round trip and the
+//! callback dispatcher reads a function's retry policy for free. A miss is checked against the
+//! registry itself (a deploy may be milliseconds old).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use fjord_common::queue::Queue;
-use fjord_common::registry::{Change, Registry};
-use fjord_common::stack::FunctionSpec;
-use fjord_common::{Error, FunctionName};
+use crate::queue::Queue;
+use crate::registry::{Change, Registry};
+use crate::stack::FunctionSpec;
+use crate::{Error, FunctionName};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -68,6 +69,12 @@ impl Functions {
             return Ok(Some(spec.clone()));
         }
         self.registry.get(name).await
+    }
+
+    /// A deployed function's definition from the in-memory copy only (no round trip).
+    pub fn cached(&self, name: &str) -> Option<FunctionSpec> {
+        let name: FunctionName = name.parse().ok()?;
+        self.known.read().expect("lock").get(&name).cloned()
     }
 
     pub fn registry(&self) -> &Registry {

@@ -1,0 +1,396 @@
+//! The callback dispatcher: POSTs each final call's result to its `X-Callback-Url` in
+//! OpenFaaS's format, signed (Standard Webhooks), retried with backoff, every attempt logged.
+//!
+//! Callbacks reach it two ways: the recorder in the same process hands over each one it makes
+//! `pending` (already leased to this dispatcher in the same write, so the first attempt starts
+//! within milliseconds of the outcome being recorded), and a poll takes due callbacks nobody
+//! holds — retries whose backoff is over, redeliveries, and callbacks a dispatcher that died was
+//! holding. A callback waiting out its backoff is only a row: it holds no memory, no lease and
+//! no slot.
+//!
+//! Concurrency is bounded per host name and overall. A slow or dead receiver fills its own
+//! host's slots and a small queue; beyond that its callbacks stay in PostgreSQL (the poll skips
+//! busy hosts), so callbacks to other hosts never wait behind it.
+
+mod deliver;
+mod journal;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fjord_common::callback::{Networks, Policy, Signer};
+use fjord_common::functions::Functions;
+use fjord_common::invocation::Finished;
+use fjord_common::store::Store;
+use fjord_common::store::callbacks::{Attempt, Callback, host_of};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+/// The dispatcher's settings (`FJORD_CALLBACK_*`).
+#[derive(Clone, Debug)]
+pub struct DispatchConfig {
+    pub signer: Signer,
+    pub networks: Networks,
+    /// Attempts in flight at once, overall.
+    pub concurrency: usize,
+    /// Attempts in flight at once to one host name.
+    pub host_concurrency: usize,
+    /// How long a dispatcher holds a callback before another may take it (it must outlast one
+    /// attempt plus the wait behind its host's queue).
+    pub lease: Duration,
+    /// How often due callbacks are looked for.
+    pub poll_interval: Duration,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            signer: Signer::default(),
+            networks: Networks::default(),
+            concurrency: 256,
+            host_concurrency: 16,
+            lease: Duration::from_secs(60),
+            poll_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+/// How the recorder hands the callbacks it makes pending to this process's dispatcher.
+#[derive(Clone)]
+pub struct Handoff {
+    tx: mpsc::UnboundedSender<Callback>,
+    lease: Uuid,
+    lease_for: Duration,
+}
+
+impl Handoff {
+    /// The lease the recorder writes with a pending callback.
+    pub fn lease(&self) -> (Uuid, Duration) {
+        (self.lease, self.lease_for)
+    }
+
+    /// Hands over a callback the recorder has just made pending under [`Handoff::lease`].
+    pub fn send(&self, finished: &Finished, body: &[u8], final_seq: u64) {
+        let Some(url) = &finished.callback_url else {
+            return;
+        };
+        let callback = Callback {
+            call_id: finished.call_id,
+            function: finished.function.to_string(),
+            host: host_of(url).unwrap_or_default(),
+            url: url.clone(),
+            status: finished.status.as_str().to_owned(),
+            function_status: finished.function_status,
+            headers: finished.headers.clone(),
+            body: bytes::Bytes::copy_from_slice(body),
+            start_time_ns: finished.created_ns,
+            duration_seconds: finished
+                .started_ns
+                .map_or(0.0, |s| (finished.finished_ns - s) as f64 / 1e9),
+            traceparent: finished.traceparent.clone(),
+            webhook_id: fjord_common::callback::webhook_id(finished.call_id, final_seq as i64),
+            call_attempts: finished.attempt,
+            attempts: 0,
+            round_at: chrono::Utc::now(),
+            lease: self.lease,
+        };
+        // A closed channel means the dispatcher stopped; its lease runs out and another takes it.
+        let _ = self.tx.send(callback);
+    }
+}
+
+/// One host's share of the dispatcher.
+#[derive(Default)]
+struct Host {
+    running: usize,
+    waiting: VecDeque<Callback>,
+}
+
+pub struct Dispatcher {
+    store: Store,
+    functions: Functions,
+    config: DispatchConfig,
+    client: reqwest::Client,
+    lease: Uuid,
+    rx: mpsc::UnboundedReceiver<Callback>,
+}
+
+/// Creates the dispatcher and the handoff its recorder uses.
+pub fn new(
+    store: Store,
+    functions: Functions,
+    config: DispatchConfig,
+) -> Result<(Dispatcher, Handoff), fjord_common::Error> {
+    if config.signer.is_empty() {
+        warn!("FJORD_CALLBACK_SECRET is not set: callbacks are sent unsigned");
+    }
+    let client = deliver::client(&config)?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let lease = Uuid::new_v4();
+    let handoff = Handoff {
+        tx,
+        lease,
+        lease_for: config.lease,
+    };
+    Ok((
+        Dispatcher {
+            store,
+            functions,
+            config,
+            client,
+            lease,
+            rx,
+        },
+        handoff,
+    ))
+}
+
+impl Dispatcher {
+    /// Delivers until `shutdown`; then hands back what it holds and lets attempts in flight
+    /// finish (bounded by the longest attempt timeout allowed, 10 s by default).
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let (journal, journal_task) = journal::start(self.store.clone());
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
+        let tracker = TaskTracker::new();
+        let shared = Arc::new(Shared {
+            client: self.client.clone(),
+            signer: self.config.signer.clone(),
+            networks: self.config.networks.clone(),
+            functions: self.functions.clone(),
+            journal,
+        });
+        let mut state = State {
+            hosts: HashMap::new(),
+            running: 0,
+            buffered: 0,
+            released: Vec::new(),
+        };
+        let mut tick = tokio::time::interval(self.config.poll_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        info!(lease = %self.lease, "callback dispatcher started");
+        loop {
+            tokio::select! {
+                Some(callback) = self.rx.recv() => {
+                    self.admit(&mut state, callback);
+                    self.pump_all(&mut state, &shared, &tracker, &done_tx);
+                }
+                Some(host) = done_rx.recv() => {
+                    state.running -= 1;
+                    if let Some(h) = state.hosts.get_mut(&host) {
+                        h.running -= 1;
+                    }
+                    self.pump_all(&mut state, &shared, &tracker, &done_tx);
+                }
+                _ = tick.tick() => {
+                    self.poll(&mut state).await;
+                    self.pump_all(&mut state, &shared, &tracker, &done_tx);
+                }
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        // Hand back what waits here, then let attempts in flight end.
+        self.rx.close();
+        while let Ok(callback) = self.rx.try_recv() {
+            state.released.push(callback);
+        }
+        for host in state.hosts.values_mut() {
+            state.released.extend(host.waiting.drain(..));
+        }
+        self.release(&mut state).await;
+        tracker.close();
+        if tokio::time::timeout(Duration::from_secs(12), tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!("callback attempts still in flight at shutdown; their leases will run out");
+        }
+        drop(shared);
+        let _ = journal_task.await;
+        info!("callback dispatcher stopped");
+    }
+
+    /// Queues a callback under its host, or hands it back when the host's queue is full.
+    fn admit(&self, state: &mut State, callback: Callback) {
+        let cap = self.host_queue_cap();
+        let host = state.hosts.entry(callback.host.clone()).or_default();
+        if host.waiting.len() >= cap {
+            state.released.push(callback);
+            return;
+        }
+        host.waiting.push_back(callback);
+        state.buffered += 1;
+    }
+
+    fn host_queue_cap(&self) -> usize {
+        self.config.host_concurrency * 4
+    }
+
+    /// Starts every waiting callback that has a free slot, host by host.
+    fn pump_all(
+        &self,
+        state: &mut State,
+        shared: &Arc<Shared>,
+        tracker: &TaskTracker,
+        done: &mpsc::UnboundedSender<String>,
+    ) {
+        let mut idle = Vec::new();
+        for (name, host) in state.hosts.iter_mut() {
+            while host.running < self.config.host_concurrency
+                && state.running < self.config.concurrency
+            {
+                let Some(callback) = host.waiting.pop_front() else {
+                    break;
+                };
+                host.running += 1;
+                state.running += 1;
+                state.buffered -= 1;
+                let shared = shared.clone();
+                let done = done.clone();
+                let name = name.clone();
+                tracker.spawn(async move {
+                    shared.attempt(callback).await;
+                    let _ = done.send(name);
+                });
+            }
+            if host.running == 0 && host.waiting.is_empty() {
+                idle.push(name.clone());
+            }
+        }
+        for name in idle {
+            state.hosts.remove(&name);
+        }
+    }
+
+    /// Takes due callbacks nobody holds, skipping hosts whose queue is full, and hands back
+    /// what could not be queued.
+    async fn poll(&self, state: &mut State) {
+        self.release(state).await;
+        let room = (self.config.concurrency * 2).saturating_sub(state.buffered + state.running);
+        if room == 0 {
+            return;
+        }
+        let cap = self.host_queue_cap();
+        let busy: Vec<String> = state
+            .hosts
+            .iter()
+            .filter(|(_, h)| h.waiting.len() >= cap)
+            .map(|(n, _)| n.clone())
+            .collect();
+        match self
+            .store
+            .claim_callbacks(self.lease, self.config.lease, room as i64, &busy)
+            .await
+        {
+            Ok(claimed) => {
+                if !claimed.is_empty() {
+                    debug!(claimed = claimed.len(), "due callbacks taken");
+                }
+                for callback in claimed {
+                    self.admit(state, callback);
+                }
+            }
+            Err(e) => warn!(error = %e, "looking for due callbacks failed"),
+        }
+    }
+
+    async fn release(&self, state: &mut State) {
+        if state.released.is_empty() {
+            return;
+        }
+        let calls: Vec<_> = state.released.iter().map(|c| c.call_id).collect();
+        match self.store.release_callbacks(self.lease, &calls).await {
+            Ok(()) => state.released.clear(),
+            Err(e) => warn!(error = %e, "handing back callbacks failed; their leases will run out"),
+        }
+    }
+}
+
+struct State {
+    hosts: HashMap<String, Host>,
+    /// Attempts in flight.
+    running: usize,
+    /// Callbacks waiting in host queues.
+    buffered: usize,
+    /// Callbacks to hand back (host queue full, or stopping).
+    released: Vec<Callback>,
+}
+
+/// What every attempt task needs.
+struct Shared {
+    client: reqwest::Client,
+    signer: Signer,
+    networks: Networks,
+    functions: Functions,
+    journal: mpsc::UnboundedSender<Attempt>,
+}
+
+impl Shared {
+    async fn attempt(&self, callback: Callback) {
+        let policy = self
+            .functions
+            .cached(&callback.function)
+            .and_then(|spec| Policy::for_spec(&spec).ok())
+            .unwrap_or_default();
+        let at = chrono::Utc::now();
+        let sent = deliver::send(
+            &self.client,
+            &self.signer,
+            &self.networks,
+            &callback,
+            policy.timeout,
+        )
+        .await;
+        let attempt = decide(&callback, &policy, at, sent);
+        debug!(call.id = %callback.call_id, outcome = attempt.outcome, status = ?attempt.status_code, error = ?attempt.error, "callback attempt");
+        let _ = self.journal.send(attempt);
+    }
+}
+
+/// What an attempt leads to: delivered on 2xx; failed on 410 Gone or when the policy allows no
+/// further attempt; otherwise retrying after the policy's wait.
+fn decide(
+    callback: &Callback,
+    policy: &Policy,
+    at: chrono::DateTime<chrono::Utc>,
+    sent: deliver::Sent,
+) -> Attempt {
+    let number = callback.attempts + 1;
+    let mut attempt = Attempt {
+        call_id: callback.call_id,
+        lease: callback.lease,
+        at,
+        url: sent.url,
+        webhook_id: callback.webhook_id.clone(),
+        status_code: sent.status,
+        error: sent.error,
+        duration_seconds: sent.duration.as_secs_f64(),
+        outcome: "retrying",
+        next_at: None,
+    };
+    if sent.status.is_some_and(|s| (200..300).contains(&s)) {
+        attempt.outcome = "delivered";
+        return attempt;
+    }
+    if sent.status == Some(410) {
+        attempt.outcome = "failed";
+        attempt
+            .error
+            .get_or_insert_with(|| "410 Gone: the receiver wants no more attempts".into());
+        return attempt;
+    }
+    let next = chrono::Utc::now()
+        + chrono::Duration::from_std(policy.wait(number, sent.retry_after))
+            .unwrap_or(chrono::Duration::MAX);
+    let deadline = callback.round_at
+        + chrono::Duration::from_std(policy.max_age).unwrap_or(chrono::Duration::MAX);
+    if number >= policy.attempts || next > deadline {
+        attempt.outcome = "failed";
+    } else {
+        attempt.next_at = Some(next);
+    }
+    attempt
+}
