@@ -604,3 +604,47 @@ async fn a_slow_host_does_not_delay_callbacks_to_another() {
         slow.received().len()
     );
 }
+
+#[tokio::test]
+async fn thousands_of_callbacks_backing_off_delay_nobody() {
+    let mut p = Platform::start().await;
+    echo_with(
+        &mut p,
+        "echo",
+        &[
+            ("com.fjord.callback.min_wait", "10m"),
+            ("com.fjord.callback.max_wait", "10m"),
+        ],
+    )
+    .await;
+    let failing = Receiver::start().await;
+    failing.otherwise(Reply::status(500));
+    for i in 0..1000 {
+        call_with_callback(&p, "echo", &failing.url, format!("{i}").as_bytes()).await;
+    }
+    failing.wait_for(1000, Duration::from_secs(60)).await;
+    wait_for(
+        "1000 callbacks to be retrying",
+        Duration::from_secs(30),
+        || async {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM invocations WHERE callback_state = 'retrying'",
+            )
+            .fetch_one(p.store.pool())
+            .await
+            .unwrap();
+            (n == 1000).then_some(())
+        },
+    )
+    .await;
+    let fresh = Receiver::start().await;
+    let started = Instant::now();
+    call_with_callback(&p, "echo", &fresh.url, b"not stuck").await;
+    fresh.wait_for(1, Duration::from_secs(5)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(failing.received().len(), 1000, "nothing retried early");
+}

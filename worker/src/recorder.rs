@@ -136,14 +136,17 @@ async fn record(
     }
     let mut delay = Duration::from_millis(100);
     loop {
+        let started = std::time::Instant::now();
         match store.apply(&batch, handoff.map(Handoff::lease)).await {
             Ok(recorded) => {
+                let apply_ms = started.elapsed().as_secs_f64() * 1000.0;
                 if let Some(handoff) = handoff {
                     hand_over(handoff, &batch, &recorded);
                 }
                 debug!(
                     messages = applied.len(),
                     finals = recorded.len(),
+                    apply_ms,
                     "batch recorded"
                 );
                 let late = batch.finished.len() - recorded.len();

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use reqwest::header::HeaderMap;
 use tokio::sync::Mutex;
 
 pub struct Load {
@@ -49,11 +50,13 @@ async fn one(
     client: &reqwest::Client,
     url: &str,
     body: &bytes::Bytes,
+    headers: &HeaderMap,
     tally: &Tally,
     local: &mut Vec<f64>,
 ) {
     let sent = Instant::now();
-    match client.post(url).body(body.clone()).send().await {
+    let request = client.post(url).headers(headers.clone()).body(body.clone());
+    match request.send().await {
         Ok(r) if r.status() == 202 => {
             tally.ok.fetch_add(1, Ordering::Relaxed);
             local.push(sent.elapsed().as_secs_f64() * 1000.0);
@@ -91,6 +94,7 @@ type Due = Option<Option<Instant>>;
 async fn drive(
     url: &str,
     body: &[u8],
+    headers: &HeaderMap,
     connections: usize,
     schedule: impl Fn() -> Due + Send + Sync + 'static,
 ) -> anyhow::Result<Load> {
@@ -101,10 +105,11 @@ async fn drive(
     let started = Instant::now();
     let tasks: Vec<_> = (0..connections)
         .map(|_| {
-            let (client, url, body, tally, schedule) = (
+            let (client, url, body, headers, tally, schedule) = (
                 client.clone(),
                 url.to_owned(),
                 body.clone(),
+                headers.clone(),
                 tally.clone(),
                 schedule.clone(),
             );
@@ -114,7 +119,7 @@ async fn drive(
                     if let Some(due) = due {
                         tokio::time::sleep_until(due.into()).await;
                     }
-                    one(&client, &url, &body, &tally, &mut local).await;
+                    one(&client, &url, &body, &headers, &tally, &mut local).await;
                 }
                 tally.latencies.lock().await.extend(local);
             })
@@ -130,11 +135,12 @@ async fn drive(
 pub async fn closed_loop(
     url: &str,
     body: &[u8],
+    headers: &HeaderMap,
     connections: usize,
     duration: Duration,
 ) -> anyhow::Result<Load> {
     let deadline = Instant::now() + duration;
-    drive(url, body, connections, move || {
+    drive(url, body, headers, connections, move || {
         (Instant::now() < deadline).then_some(None)
     })
     .await
@@ -146,6 +152,7 @@ pub async fn closed_loop(
 pub async fn open_loop(
     url: &str,
     body: &[u8],
+    headers: &HeaderMap,
     connections: usize,
     rate: f64,
     duration: Duration,
@@ -153,7 +160,7 @@ pub async fn open_loop(
     let started = Instant::now();
     let total = (rate * duration.as_secs_f64()) as u64;
     let next = AtomicU64::new(0);
-    drive(url, body, connections, move || {
+    drive(url, body, headers, connections, move || {
         let i = next.fetch_add(1, Ordering::Relaxed);
         (i < total).then(|| Some(started + Duration::from_secs_f64(i as f64 / rate)))
     })

@@ -7,6 +7,7 @@
 //! batched insert of the same rows). CPU seconds are read from /proc for every process.
 
 mod baseline;
+mod callbacks;
 mod cpu;
 mod load;
 mod setup;
@@ -14,6 +15,7 @@ mod setup;
 use std::time::Duration;
 
 use fjord_common::config::duration_arg;
+use reqwest::header::{HeaderMap, HeaderValue};
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -55,6 +57,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 async fn phases(args: &BenchArgs, install: &mut setup::Installation) -> anyhow::Result<()> {
     let body = vec![b'x'; args.body_size];
+    let none = HeaderMap::new();
     let d = args.duration;
     println!(
         "fjord bench: {} s per phase, {} connections, {} B bodies, {} workers, {} cores",
@@ -98,6 +101,7 @@ async fn phases(args: &BenchArgs, install: &mut setup::Installation) -> anyhow::
     let intake = load::closed_loop(
         &install.url("/async-function/sink"),
         &body,
+        &none,
         args.connections,
         d,
     )
@@ -119,6 +123,7 @@ async fn phases(args: &BenchArgs, install: &mut setup::Installation) -> anyhow::
     let paced = load::open_loop(
         &install.url("/async-function/sink"),
         &body,
+        &none,
         args.connections,
         2000.0,
         d,
@@ -143,6 +148,7 @@ async fn phases(args: &BenchArgs, install: &mut setup::Installation) -> anyhow::
     let e2e_load = load::closed_loop(
         &install.url("/async-function/echo"),
         &body,
+        &none,
         args.connections,
         d,
     )
@@ -169,6 +175,7 @@ async fn phases(args: &BenchArgs, install: &mut setup::Installation) -> anyhow::
     let paced = load::open_loop(
         &install.url("/async-function/echo"),
         &body,
+        &none,
         args.connections,
         1000.0,
         d,
@@ -185,6 +192,75 @@ async fn phases(args: &BenchArgs, install: &mut setup::Installation) -> anyhow::
         paced.p(50.0),
         paced.p(99.0)
     );
+
+    // 3. Callbacks: every call carries an X-Callback-Url to a receiver in this process.
+    install.drain("echo").await?;
+    install.start_workers("hook", args.workers).await?;
+    let receiver = callbacks::Receiver::start().await?;
+    let mut with_callback = HeaderMap::new();
+    with_callback.insert("x-callback-url", HeaderValue::from_str(&receiver.url)?);
+    let cpu = install.cpu_snapshot();
+    let load = load::closed_loop(
+        &install.url("/async-function/hook"),
+        &body,
+        &with_callback,
+        args.connections,
+        d,
+    )
+    .await?;
+    receiver.wait_for(load.ok).await?;
+    let cb_cpu = install.cpu_since(&cpu);
+    let arrivals = receiver.take();
+    println!(
+        "\ncallbacks (closed loop, {} connections, each call with a callback to a local receiver answering 200)",
+        args.connections
+    );
+    println!(
+        "  {} callbacks delivered at {:.0} callbacks/s (intake ran at {:.0} calls/s)",
+        arrivals.len(),
+        callbacks::rate(&arrivals),
+        load.rate()
+    );
+    println!("  CPU s: {cb_cpu}");
+
+    let since = chrono::Utc::now();
+    let paced = load::open_loop(
+        &install.url("/async-function/hook"),
+        &body,
+        &with_callback,
+        args.connections,
+        1000.0,
+        d,
+    )
+    .await?;
+    receiver.wait_for(paced.ok).await?;
+    let arrivals = receiver.take();
+    let finished = install.finished_at("hook", since).await?;
+    let delays = callbacks::delays(&arrivals, &finished);
+    println!("\ncallbacks at 1,000 calls/s offered: function finished to callback arrived");
+    println!(
+        "  p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} callbacks",
+        callbacks::percentile(&delays, 50.0),
+        callbacks::percentile(&delays, 99.0),
+        callbacks::percentile(&delays, 100.0),
+        delays.len()
+    );
+
+    // The dispatcher alone: due callbacks already in PostgreSQL (as after an outage of the
+    // receiver), taken by its poll and delivered.
+    let backlog = 20_000;
+    install
+        .pending_callbacks("backlog", &receiver.url, backlog)
+        .await?;
+    let cpu = install.cpu_snapshot();
+    receiver.wait_for(backlog as u64).await?;
+    let backlog_cpu = install.cpu_since(&cpu);
+    let arrivals = receiver.take();
+    println!(
+        "\ncallback dispatcher alone: {backlog} due callbacks in PostgreSQL, delivered by its poll"
+    );
+    println!("  {:.0} callbacks/s delivered", callbacks::rate(&arrivals));
+    println!("  CPU s: {backlog_cpu}");
 
     println!("\nFjord as a fraction of the raw baselines");
     println!(

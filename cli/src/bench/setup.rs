@@ -86,7 +86,7 @@ impl Installation {
 
         let queue = Queue::connect(&args.nats_url, Names::new(&prefix)?).await?;
         let registry = Registry::open(&queue).await?;
-        for name in ["sink", "echo"] {
+        for name in ["sink", "echo", "hook"] {
             let spec = spec(name);
             registry
                 .deploy(
@@ -106,6 +106,11 @@ impl Installation {
             ("FJORD_BASIC_AUTH_USER", "bench".into()),
             ("FJORD_BASIC_AUTH_PASSWORD", password),
             ("RUST_LOG", "warn".into()),
+            ("FJORD_CALLBACK_ALLOW_NETS", "127.0.0.0/8".into()),
+            (
+                "FJORD_CALLBACK_SECRET",
+                fjord_common::callback::Signer::generate(),
+            ),
         ];
         let bin_dir = std::env::current_exe()?
             .parent()
@@ -278,6 +283,44 @@ impl Installation {
             start_p50_ms: p50,
             start_p99_ms: p99,
         })
+    }
+
+    /// Writes `n` final calls of `function` whose callbacks to `url` are due, as the recorder
+    /// would have left them, for the dispatcher's poll to take.
+    pub async fn pending_callbacks(&self, function: &str, url: &str, n: i64) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO invocations (call_id, function, status, attempts, created_at, started_at,
+                                      finished_at, duration_seconds, function_status, final_seq,
+                                      callback_url, callback_host, callback_state, callback_round_at,
+                                      callback_next_at, result_headers, result_body)
+             SELECT gen_random_uuid(), $1, 'succeeded', 1, now(), now(), now(), 0, 200, i, $2,
+                    '127.0.0.1', 'pending', now(), now(),
+                    '[[\"Content-Type\",\"application/octet-stream\"]]'::jsonb, convert_to(repeat('x', 1024), 'UTF8')
+             FROM generate_series(1, $3) AS i",
+        )
+        .bind(function)
+        .bind(url)
+        .bind(n)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// When each call to `function` created since `since` finished, by call id.
+    pub async fn finished_at(
+        &self,
+        function: &str,
+        since: DateTime<Utc>,
+    ) -> anyhow::Result<std::collections::HashMap<uuid::Uuid, DateTime<Utc>>> {
+        let rows: Vec<(uuid::Uuid, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT call_id, finished_at FROM invocations
+             WHERE function = $1 AND created_at >= $2 AND finished_at IS NOT NULL",
+        )
+        .bind(function)
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().collect())
     }
 
     pub async fn stop(&mut self) {

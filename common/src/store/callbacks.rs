@@ -162,7 +162,8 @@ impl Store {
     }
 
     /// Logs attempts and applies their outcomes (each only under its own lease), in one
-    /// transaction.
+    /// transaction. (`call_id = ANY(...)` keeps the planner on the primary key: joined with
+    /// `UNNEST` alone it may hash-join against a scan of the whole table.)
     pub async fn record_callback_attempts(&self, attempts: &[Attempt]) -> Result<(), Error> {
         if attempts.is_empty() {
             return Ok(());
@@ -208,7 +209,7 @@ impl Store {
              SET callback_state = u.outcome, callback_attempts = i.callback_attempts + 1,
                  callback_next_at = u.next_at, callback_lease = NULL, callback_lease_until = NULL
              FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[]) AS u(call_id, lease, outcome, next_at)
-             WHERE i.call_id = u.call_id AND i.callback_lease = u.lease",
+             WHERE i.call_id = ANY($1) AND i.call_id = u.call_id AND i.callback_lease = u.lease",
         )
         .bind(&ids)
         .bind(attempts.iter().map(|a| a.lease).collect::<Vec<_>>())

@@ -8,9 +8,11 @@
 //! holding. A callback waiting out its backoff is only a row: it holds no memory, no lease and
 //! no slot.
 //!
-//! Concurrency is bounded per host name and overall. A slow or dead receiver fills its own
-//! host's slots and a small queue; beyond that its callbacks stay in PostgreSQL (the poll skips
-//! busy hosts), so callbacks to other hosts never wait behind it.
+//! Concurrency is bounded per host name and overall. Each host also has a queue in memory,
+//! sized from how long its attempts take so that nothing waits in it longer than a quarter of
+//! the lease: a fast receiver gets a deep queue, a slow or dead one a short queue. Beyond that
+//! a host's callbacks stay in PostgreSQL (the poll skips full hosts), so callbacks to other
+//! hosts never wait behind a slow one.
 
 mod deliver;
 mod journal;
@@ -103,6 +105,11 @@ impl Handoff {
     }
 }
 
+/// Callbacks held in memory at most (queued behind their hosts), whatever the hosts.
+const MAX_BUFFERED: usize = 20_000;
+/// Callbacks one poll takes at most; a full poll is followed by another at once.
+const POLL_BATCH: usize = 2_000;
+
 /// One host's share of the dispatcher.
 #[derive(Default)]
 struct Host {
@@ -154,7 +161,7 @@ impl Dispatcher {
     /// finish (bounded by the longest attempt timeout allowed, 10 s by default).
     pub async fn run(mut self, shutdown: CancellationToken) {
         let (journal, journal_task) = journal::start(self.store.clone());
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, f64)>();
         let tracker = TaskTracker::new();
         let shared = Arc::new(Shared {
             client: self.client.clone(),
@@ -165,6 +172,7 @@ impl Dispatcher {
         });
         let mut state = State {
             hosts: HashMap::new(),
+            pace: HashMap::new(),
             running: 0,
             buffered: 0,
             released: Vec::new(),
@@ -178,15 +186,18 @@ impl Dispatcher {
                     self.admit(&mut state, callback);
                     self.pump_all(&mut state, &shared, &tracker, &done_tx);
                 }
-                Some(host) = done_rx.recv() => {
+                Some((host, seconds)) = done_rx.recv() => {
                     state.running -= 1;
                     if let Some(h) = state.hosts.get_mut(&host) {
                         h.running -= 1;
                     }
+                    state.note_pace(&host, seconds);
                     self.pump_all(&mut state, &shared, &tracker, &done_tx);
                 }
                 _ = tick.tick() => {
-                    self.poll(&mut state).await;
+                    if self.poll(&mut state).await {
+                        tick.reset_immediately();
+                    }
                     self.pump_all(&mut state, &shared, &tracker, &done_tx);
                 }
                 _ = shutdown.cancelled() => break,
@@ -215,9 +226,9 @@ impl Dispatcher {
 
     /// Queues a callback under its host, or hands it back when the host's queue is full.
     fn admit(&self, state: &mut State, callback: Callback) {
-        let cap = self.host_queue_cap();
+        let cap = self.host_queue_cap(state, &callback.host);
         let host = state.hosts.entry(callback.host.clone()).or_default();
-        if host.waiting.len() >= cap {
+        if host.waiting.len() >= cap || state.buffered >= MAX_BUFFERED {
             state.released.push(callback);
             return;
         }
@@ -225,8 +236,18 @@ impl Dispatcher {
         state.buffered += 1;
     }
 
-    fn host_queue_cap(&self) -> usize {
-        self.config.host_concurrency * 4
+    /// How many callbacks may wait for a host: as many as it works through in a quarter of
+    /// the lease at its recent pace, and at least four per slot.
+    fn host_queue_cap(&self, state: &State, host: &str) -> usize {
+        let floor = self.config.host_concurrency * 4;
+        match state.pace.get(host) {
+            Some(seconds) if *seconds > 0.0 => {
+                let per_slot = self.config.lease.as_secs_f64() / 4.0 / seconds;
+                ((per_slot * self.config.host_concurrency as f64) as usize)
+                    .clamp(floor, MAX_BUFFERED)
+            }
+            _ => floor,
+        }
     }
 
     /// Starts every waiting callback that has a free slot, host by host.
@@ -235,7 +256,7 @@ impl Dispatcher {
         state: &mut State,
         shared: &Arc<Shared>,
         tracker: &TaskTracker,
-        done: &mpsc::UnboundedSender<String>,
+        done: &mpsc::UnboundedSender<(String, f64)>,
     ) {
         let mut idle = Vec::new();
         for (name, host) in state.hosts.iter_mut() {
@@ -252,8 +273,9 @@ impl Dispatcher {
                 let done = done.clone();
                 let name = name.clone();
                 tracker.spawn(async move {
+                    let started = std::time::Instant::now();
                     shared.attempt(callback).await;
-                    let _ = done.send(name);
+                    let _ = done.send((name, started.elapsed().as_secs_f64()));
                 });
             }
             if host.running == 0 && host.waiting.is_empty() {
@@ -266,18 +288,17 @@ impl Dispatcher {
     }
 
     /// Takes due callbacks nobody holds, skipping hosts whose queue is full, and hands back
-    /// what could not be queued.
-    async fn poll(&self, state: &mut State) {
+    /// what could not be queued. `true` when the poll was full, so more may be due.
+    async fn poll(&self, state: &mut State) -> bool {
         self.release(state).await;
-        let room = (self.config.concurrency * 2).saturating_sub(state.buffered + state.running);
+        let room = POLL_BATCH.min(MAX_BUFFERED.saturating_sub(state.buffered));
         if room == 0 {
-            return;
+            return false;
         }
-        let cap = self.host_queue_cap();
         let busy: Vec<String> = state
             .hosts
             .iter()
-            .filter(|(_, h)| h.waiting.len() >= cap)
+            .filter(|(name, h)| h.waiting.len() >= self.host_queue_cap(state, name))
             .map(|(n, _)| n.clone())
             .collect();
         match self
@@ -286,14 +307,19 @@ impl Dispatcher {
             .await
         {
             Ok(claimed) => {
+                let full = claimed.len() == room;
                 if !claimed.is_empty() {
                     debug!(claimed = claimed.len(), "due callbacks taken");
                 }
                 for callback in claimed {
                     self.admit(state, callback);
                 }
+                full
             }
-            Err(e) => warn!(error = %e, "looking for due callbacks failed"),
+            Err(e) => {
+                warn!(error = %e, "looking for due callbacks failed");
+                false
+            }
         }
     }
 
@@ -311,12 +337,24 @@ impl Dispatcher {
 
 struct State {
     hosts: HashMap<String, Host>,
+    /// Recent seconds per attempt, by host (kept while the host is idle).
+    pace: HashMap<String, f64>,
     /// Attempts in flight.
     running: usize,
     /// Callbacks waiting in host queues.
     buffered: usize,
     /// Callbacks to hand back (host queue full, or stopping).
     released: Vec<Callback>,
+}
+
+impl State {
+    fn note_pace(&mut self, host: &str, seconds: f64) {
+        if self.pace.len() > 10_000 && !self.pace.contains_key(host) {
+            self.pace.clear();
+        }
+        let pace = self.pace.entry(host.to_owned()).or_insert(seconds);
+        *pace = *pace * 0.8 + seconds * 0.2;
+    }
 }
 
 /// What every attempt task needs.
