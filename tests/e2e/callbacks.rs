@@ -520,10 +520,13 @@ async fn the_log_and_redelivery_endpoints() {
     );
     assert!(p.status(&plain).await["callback"].is_null());
     let running = call_with_callback(&p, "sleep?ms=5000", &receiver.url, b"").await;
-    wait_for("the sleep to start", Duration::from_secs(10), || async {
-        (p.status(&running).await["status"] == "running").then_some(())
+    let s = wait_for("the sleep to start", Duration::from_secs(10), || async {
+        let s = p.status(&running).await;
+        (s["status"] == "running").then_some(s)
     })
     .await;
+    assert_eq!(s["callback"]["state"], "pending", "{s}");
+    assert_eq!(s["callback"]["attempts"], 0);
     assert_eq!(
         code(redeliver(running).await.unwrap()).await,
         (409, "not_finished".into())

@@ -41,8 +41,9 @@ fn to_json(row: &InvocationRow) -> Value {
         "duration_seconds": row.duration_seconds,
         "function_status": row.function_status,
         "callback_url": row.callback_url,
-        "callback": row.callback_state.as_ref().map(|state| json!({
-            "state": state,
+        // A call still running has its callback ahead of it: `pending`, no attempts yet.
+        "callback": row.callback_url.as_ref().map(|_| json!({
+            "state": row.callback_state.as_deref().unwrap_or("pending"),
             "attempts": row.callback_attempts,
             "next_attempt_at": rfc3339(row.callback_next_at),
         })),

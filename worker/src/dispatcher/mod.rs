@@ -177,6 +177,8 @@ impl Dispatcher {
             buffered: 0,
             released: Vec::new(),
         };
+        let (polled_tx, mut polled_rx) = mpsc::unbounded_channel::<(Vec<Callback>, bool)>();
+        let mut polling = false;
         let mut tick = tokio::time::interval(self.config.poll_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         info!(lease = %self.lease, "callback dispatcher started");
@@ -194,8 +196,17 @@ impl Dispatcher {
                     state.note_pace(&host, seconds);
                     self.pump_all(&mut state, &shared, &tracker, &done_tx);
                 }
-                _ = tick.tick() => {
-                    if self.poll(&mut state).await {
+                // The poll runs as its own task, so callbacks handed over meanwhile start at once.
+                _ = tick.tick(), if !polling => {
+                    self.release_later(&mut state);
+                    polling = self.poll(&state, &polled_tx);
+                }
+                Some((claimed, full)) = polled_rx.recv() => {
+                    polling = false;
+                    for callback in claimed {
+                        self.admit(&mut state, callback);
+                    }
+                    if full {
                         tick.reset_immediately();
                     }
                     self.pump_all(&mut state, &shared, &tracker, &done_tx);
@@ -287,10 +298,10 @@ impl Dispatcher {
         }
     }
 
-    /// Takes due callbacks nobody holds, skipping hosts whose queue is full, and hands back
-    /// what could not be queued. `true` when the poll was full, so more may be due.
-    async fn poll(&self, state: &mut State) -> bool {
-        self.release(state).await;
+    /// Starts a poll for due callbacks nobody holds, skipping hosts whose queue is full; the
+    /// task sends what it took, and whether the poll was full (so more may be due). `false`
+    /// when there is no room for more.
+    fn poll(&self, state: &State, polled: &mpsc::UnboundedSender<(Vec<Callback>, bool)>) -> bool {
         let room = POLL_BATCH.min(MAX_BUFFERED.saturating_sub(state.buffered));
         if room == 0 {
             return false;
@@ -301,26 +312,45 @@ impl Dispatcher {
             .filter(|(name, h)| h.waiting.len() >= self.host_queue_cap(state, name))
             .map(|(n, _)| n.clone())
             .collect();
-        match self
-            .store
-            .claim_callbacks(self.lease, self.config.lease, room as i64, &busy)
-            .await
-        {
-            Ok(claimed) => {
-                let full = claimed.len() == room;
-                if !claimed.is_empty() {
-                    debug!(claimed = claimed.len(), "due callbacks taken");
+        let (store, lease, lease_for, polled) = (
+            self.store.clone(),
+            self.lease,
+            self.config.lease,
+            polled.clone(),
+        );
+        tokio::spawn(async move {
+            let claimed = match store
+                .claim_callbacks(lease, lease_for, room as i64, &busy)
+                .await
+            {
+                Ok(claimed) => claimed,
+                Err(e) => {
+                    warn!(error = %e, "looking for due callbacks failed");
+                    Vec::new()
                 }
-                for callback in claimed {
-                    self.admit(state, callback);
-                }
-                full
+            };
+            if !claimed.is_empty() {
+                debug!(claimed = claimed.len(), "due callbacks taken");
             }
-            Err(e) => {
-                warn!(error = %e, "looking for due callbacks failed");
-                false
-            }
+            let full = claimed.len() == room;
+            let _ = polled.send((claimed, full));
+        });
+        true
+    }
+
+    /// Hands back released callbacks in a task of its own (if that fails, their leases run
+    /// out instead).
+    fn release_later(&self, state: &mut State) {
+        if state.released.is_empty() {
+            return;
         }
+        let calls: Vec<_> = state.released.drain(..).map(|c| c.call_id).collect();
+        let (store, lease) = (self.store.clone(), self.lease);
+        tokio::spawn(async move {
+            if let Err(e) = store.release_callbacks(lease, &calls).await {
+                warn!(error = %e, "handing back callbacks failed; their leases will run out");
+            }
+        });
     }
 
     async fn release(&self, state: &mut State) {
