@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use fjord_common::callback::Signer;
 use fjord_tests::receiver::{Received, Receiver, Reply};
 use fjord_tests::{
-    CALLBACK_SECRETS, Options, Platform, available, dispatch_config, spec, wait_for,
+    CALLBACK_SECRETS, Options, Platform, available, dispatch_config, error_code, spec, wait_for,
 };
 use serde_json::Value;
 
@@ -492,18 +492,13 @@ async fn the_log_and_redelivery_endpoints() {
         )
         .send()
     };
-    let code = |r: reqwest::Response| async move {
-        let status = r.status().as_u16();
-        let v: Value = r.json().await.unwrap();
-        (status, v["code"].as_str().unwrap().to_owned())
-    };
     let unknown = uuid::Uuid::new_v4().to_string();
     assert_eq!(
-        code(redeliver(unknown.clone()).await.unwrap()).await,
+        error_code(redeliver(unknown.clone()).await.unwrap()).await,
         (404, "invocation_not_found".into())
     );
     assert_eq!(
-        code(redeliver("nope".into()).await.unwrap()).await,
+        error_code(redeliver("nope".into()).await.unwrap()).await,
         (400, "invalid_call_id".into())
     );
     let r = p
@@ -511,11 +506,11 @@ async fn the_log_and_redelivery_endpoints() {
         .send()
         .await
         .unwrap();
-    assert_eq!(code(r).await, (404, "invocation_not_found".into()));
+    assert_eq!(error_code(r).await, (404, "invocation_not_found".into()));
     let plain = p.call_async("echo", "no callback").await;
     p.wait_final(&plain, Duration::from_secs(10)).await;
     assert_eq!(
-        code(redeliver(plain.clone()).await.unwrap()).await,
+        error_code(redeliver(plain.clone()).await.unwrap()).await,
         (409, "no_callback".into())
     );
     assert!(p.status(&plain).await["callback"].is_null());
@@ -528,7 +523,7 @@ async fn the_log_and_redelivery_endpoints() {
     assert_eq!(s["callback"]["state"], "pending", "{s}");
     assert_eq!(s["callback"]["attempts"], 0);
     assert_eq!(
-        code(redeliver(running).await.unwrap()).await,
+        error_code(redeliver(running).await.unwrap()).await,
         (409, "not_finished".into())
     );
     let r = p

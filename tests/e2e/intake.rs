@@ -2,15 +2,8 @@
 
 use std::time::Duration;
 
-use fjord_tests::{Platform, wait_for};
+use fjord_tests::{Platform, error_code, wait_for};
 use serde_json::Value;
-
-async fn error_code(r: reqwest::Response) -> (u16, String) {
-    let status = r.status().as_u16();
-    let v: Value = r.json().await.expect("error body is JSON");
-    assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
-    (status, v["code"].as_str().unwrap().to_owned())
-}
 
 #[tokio::test]
 async fn async_call_is_accepted_run_and_recorded() {

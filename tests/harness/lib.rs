@@ -35,6 +35,15 @@ pub const CALLBACK_SECRETS: &str =
 /// Loopback is refused by default; tests' receivers listen there.
 pub const CALLBACK_ALLOW_NETS: &str = "127.0.0.0/8";
 
+/// The status and `code` of an error answer, checking it is the JSON error format with a
+/// message.
+pub async fn error_code(r: reqwest::Response) -> (u16, String) {
+    let status = r.status().as_u16();
+    let v: Value = r.json().await.expect("error body is JSON");
+    assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    (status, v["code"].as_str().unwrap().to_owned())
+}
+
 /// A unique, short id for names.
 pub fn unique(tag: &str) -> String {
     let id = uuid::Uuid::new_v4().simple().to_string();
