@@ -49,6 +49,35 @@ pub struct CallMeta {
     /// receive it.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub traceparent: String,
+    /// The attempt number of this message's first delivery: a retry after a backoff is a new
+    /// message starting at the next attempt (0 and 1 both mean the first).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub first_attempt: u32,
+    /// How many times the call was re-driven from the dead letters; a redrive starts the call
+    /// over with fresh attempts.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub redrive: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl CallMeta {
+    /// The attempt number of delivery `delivered` (from 1) of this message.
+    pub fn attempt(&self, delivered: u32) -> u32 {
+        self.first_attempt.max(1) + delivered.max(1) - 1
+    }
+
+    /// The JetStream message id (de-duplication key) of this message: the call id for the
+    /// call as accepted, with the redrive and attempt for the messages that run it again.
+    pub fn message_id(&self) -> String {
+        if self.first_attempt <= 1 && self.redrive == 0 {
+            self.call_id.to_string()
+        } else {
+            format!("{}.{}.{}", self.call_id, self.redrive, self.first_attempt)
+        }
+    }
 }
 
 /// How a call ended (one attempt's view).
@@ -94,6 +123,24 @@ pub enum Event {
         at_ns: i64,
     },
     Finished(Box<Finished>),
+    /// An attempt failed with a retryable status and attempts are left: the call waits as
+    /// `queued` until `not_before_ns`, then runs again as attempt `attempt + 1`. The message
+    /// carries the whole call (body inline after the meta line) so the retrier can put it back
+    /// on the function's queue without holding a consumer slot meanwhile.
+    Retrying(Box<Retrying>),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Retrying {
+    pub call: CallMeta,
+    /// The attempt that failed.
+    pub attempt: u32,
+    pub started_ns: i64,
+    pub finished_ns: i64,
+    /// When the next attempt may start, unix nanoseconds.
+    pub not_before_ns: i64,
+    pub function_status: u16,
+    pub error: Option<String>,
 }
 
 /// The outcome of one attempt that ends the call.
@@ -120,6 +167,10 @@ pub struct Finished {
     /// The call's `traceparent`, for the callback.
     #[serde(default)]
     pub traceparent: Option<String>,
+    /// For a `dead` call: the request, kept so the call can be re-driven. Its body is in the
+    /// object store (`BodyRef::Stored`) unless it was empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<CallMeta>,
 }
 
 impl Event {
@@ -127,6 +178,7 @@ impl Event {
         match self {
             Event::Started { call_id, .. } => *call_id,
             Event::Finished(f) => f.call_id,
+            Event::Retrying(r) => r.call.call_id,
         }
     }
 
@@ -135,6 +187,7 @@ impl Event {
         match self {
             Event::Started { .. } => "started",
             Event::Finished(_) => "finished",
+            Event::Retrying(_) => "retrying",
         }
     }
 }

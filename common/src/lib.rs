@@ -12,6 +12,7 @@ pub mod invocation;
 pub mod package;
 pub mod queue;
 pub mod registry;
+pub mod retry;
 pub mod secrets;
 pub mod services;
 pub mod signal;

@@ -71,6 +71,14 @@ impl Names {
     pub fn recorder_consumer(&self) -> &'static str {
         "recorder"
     }
+    /// The consumer of calls waiting out a retry backoff (see [`crate::invocation::Retrying`]).
+    pub fn retrier_consumer(&self) -> &'static str {
+        "retrier"
+    }
+    /// Every retry event.
+    pub fn retrying(&self) -> String {
+        format!("{}.event.retrying.>", self.prefix)
+    }
     pub fn bodies_bucket(&self) -> String {
         format!("{}_bodies", self.prefix)
     }
@@ -118,13 +126,7 @@ impl ConsumerSettings {
     /// Settings for a function: `com.openfaas.retry.attempts` (default 3) executions, and the
     /// installation's lease length.
     pub fn for_spec(spec: &crate::stack::FunctionSpec, ack_wait: Duration) -> Result<Self, Error> {
-        let max_attempts = spec.setting_u32("com.openfaas.retry.attempts", 3)?;
-        if max_attempts == 0 {
-            return Err(Error::invalid(
-                "com.openfaas.retry.attempts",
-                "must be at least 1",
-            ));
-        }
+        let max_attempts = crate::retry::RetryPolicy::for_spec(spec)?.attempts;
         Ok(ConsumerSettings {
             ack_wait,
             max_attempts,
@@ -253,6 +255,14 @@ impl Queue {
             .map_err(Error::nats)
     }
 
+    pub async fn retrier_consumer(&self) -> Result<consumer::PullConsumer, Error> {
+        self.stream()
+            .await?
+            .get_consumer(self.names.retrier_consumer())
+            .await
+            .map_err(Error::nats)
+    }
+
     pub async fn recorder_consumer(&self) -> Result<consumer::PullConsumer, Error> {
         self.stream()
             .await?
@@ -276,12 +286,29 @@ impl Queue {
             meta.body = BodyRef::Inline;
             body
         };
-        let payload = invocation::encode(&meta, &inline);
+        self.publish_invocation(&meta, &inline).await
+    }
+
+    /// Publishes an invocation whose body is already where `meta.body` says (inline: `inline`)
+    /// and waits for the ack. The message id ([`CallMeta::message_id`]) makes a re-sent
+    /// message stored once.
+    pub async fn publish_invocation(&self, meta: &CallMeta, inline: &[u8]) -> Result<u64, Error> {
+        let payload = invocation::encode(meta, inline);
         let subject = self.names.invoke(&meta.function);
-        // The call id as message id: JetStream stores a re-sent call once.
         let mut headers = schema_headers();
-        headers.insert("Nats-Msg-Id", meta.call_id.to_string().as_str());
+        headers.insert("Nats-Msg-Id", meta.message_id().as_str());
         self.publish(subject, headers, payload).await
+    }
+
+    /// Stores a request body out of band (a dead letter's, so it outlives its messages) and
+    /// returns the reference.
+    pub async fn store_request(&self, call_id: CallId, body: &[u8]) -> Result<BodyRef, Error> {
+        let object = format!("dead-{call_id}");
+        self.put_object(&object, body).await?;
+        Ok(BodyRef::Stored {
+            object,
+            size: body.len() as u64,
+        })
     }
 
     /// Publishes a start event without waiting for JetStream's ack: losing one costs only the
@@ -458,6 +485,22 @@ async fn ensure(
                 ack_policy: consumer::AckPolicy::Explicit,
                 ack_wait: Duration::from_secs(60),
                 max_ack_pending: 50_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(Error::nats)?;
+    // Calls waiting out a retry backoff sit here, nak'd with their remaining wait, instead of
+    // on their function's consumer: any number of them hold none of its slots.
+    stream
+        .get_or_create_consumer(
+            names.retrier_consumer(),
+            consumer::pull::Config {
+                durable_name: Some(names.retrier_consumer().to_owned()),
+                filter_subject: names.retrying(),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                max_ack_pending: 1_000_000,
                 ..Default::default()
             },
         )

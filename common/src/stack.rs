@@ -234,6 +234,7 @@ impl FunctionSpec {
         self.scale_min()?;
         self.max_inflight()?;
         crate::callback::Policy::for_spec(self)?;
+        crate::retry::RetryPolicy::for_spec(self)?;
         self.memory_limit()?;
         Ok(())
     }

@@ -48,6 +48,10 @@ pub enum ApiError {
     NotFinished(String),
     #[error("call {0} was made without an X-Callback-Url")]
     NoCallback(String),
+    #[error("the call is not dead (status {0}); only dead calls can be re-driven")]
+    NotDead(String),
+    #[error("the request of call {0} was not kept, so it cannot be re-driven")]
+    NotRedrivable(String),
     #[error("the call did not finish within {0} s; it carries on asynchronously")]
     SyncTimeout(u64),
     #[error("the queue (NATS JetStream) is unavailable; the call was not accepted")]
@@ -80,6 +84,8 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::NotFinished(_) => "not_finished",
             ApiError::NoCallback(_) => "no_callback",
+            ApiError::NotDead(_) => "not_dead",
+            ApiError::NotRedrivable(_) => "not_redrivable",
             ApiError::SyncTimeout(_) => "sync_timeout",
             ApiError::QueueUnavailable => "queue_unavailable",
             ApiError::DatabaseUnavailable => "database_unavailable",
@@ -104,7 +110,10 @@ impl ApiError {
             | ApiError::InvalidDefinition { .. }
             | ApiError::InvalidQuery { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::NotFinished(_) | ApiError::NoCallback(_) => StatusCode::CONFLICT,
+            ApiError::NotFinished(_)
+            | ApiError::NoCallback(_)
+            | ApiError::NotDead(_)
+            | ApiError::NotRedrivable(_) => StatusCode::CONFLICT,
             ApiError::SyncTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::QueueUnavailable
             | ApiError::DatabaseUnavailable

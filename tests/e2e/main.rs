@@ -10,6 +10,7 @@ mod management;
 mod pdf;
 mod properties;
 mod quickstart;
+mod retries;
 mod runtimes;
 mod status;
 mod sync;

@@ -396,6 +396,12 @@ impl Platform {
                     Some(handoff)
                 }
             };
+            let functions = Functions::follow(&queue, shutdown.clone()).await.unwrap();
+            tokio::spawn(fjord_worker::retrier::run(
+                queue.clone(),
+                functions,
+                shutdown.clone(),
+            ));
             tokio::spawn(fjord_worker::recorder::run(
                 queue.clone(),
                 store.clone(),
@@ -436,8 +442,17 @@ impl Platform {
     }
 
     pub async fn deploy_spec(&self, spec: FunctionSpec) -> FunctionSpec {
-        let registry = Registry::open(&self.queue).await.unwrap();
         let settings = ConsumerSettings::for_spec(&spec, self.options.ack_wait).unwrap();
+        self.deploy_with(spec, settings).await
+    }
+
+    /// Deploys with consumer settings of the test's choosing (a small `max_ack_pending`).
+    pub async fn deploy_with(
+        &self,
+        spec: FunctionSpec,
+        settings: ConsumerSettings,
+    ) -> FunctionSpec {
+        let registry = Registry::open(&self.queue).await.unwrap();
         registry
             .deploy(&self.queue, &spec, &settings)
             .await

@@ -1,4 +1,4 @@
-//! The control process: runs the recorder and the callback dispatcher, and keeps each deployed
+//! The control process: runs the recorder, the retrier and the callback dispatcher, and keeps each deployed
 //! function's worker processes running (`com.openfaas.scale.min`, at least one), restarting crashed ones with backoff. It
 //! watches the registry, so deploying, updating or removing a function takes effect at once.
 
@@ -44,7 +44,7 @@ pub async fn run(
     let dispatcher_stop = CancellationToken::new();
     let functions = Functions::follow(&queue, dispatcher_stop.clone()).await?;
     let (dispatcher, handoff) =
-        dispatcher::new(store.clone(), functions, options.dispatch.clone())?;
+        dispatcher::new(store.clone(), functions.clone(), options.dispatch.clone())?;
     let dispatcher = tokio::spawn(dispatcher.run(dispatcher_stop.clone()));
     let recorder_stop = CancellationToken::new();
     let recorder = tokio::spawn(crate::recorder::run(
@@ -54,6 +54,11 @@ pub async fn run(
         recorder_stop.clone(),
     ));
     let retire = tokio::spawn(crate::retire::run(queue.clone(), shutdown.clone()));
+    let retrier = tokio::spawn(crate::retrier::run(
+        queue.clone(),
+        functions,
+        shutdown.clone(),
+    ));
     let workers = TaskTracker::new();
     if options.spawn_workers {
         supervise(&queue, &options, &workers, &shutdown).await?;
@@ -63,6 +68,9 @@ pub async fn run(
     workers.wait().await;
     if let Ok(Err(e)) = retire.await {
         warn!(error = %e, "retiring removed functions stopped");
+    }
+    if let Ok(Err(e)) = retrier.await {
+        warn!(error = %e, "the retrier stopped");
     }
     recorder_stop.cancel();
     let recorded = match recorder.await {

@@ -7,5 +7,6 @@ pub mod dispatcher;
 pub mod prepare;
 pub mod recorder;
 pub mod retire;
+pub mod retrier;
 pub mod runtime;
 pub mod worker;

@@ -215,7 +215,23 @@ async fn add_event(
             created_ns,
             at_ns,
         }),
-        Event::Finished(finished) => {
+        Event::Retrying(retrying) => batch.retried.push(*retrying),
+        Event::Finished(mut finished) => {
+            if let Some(mut request) = finished.dead_letter.take() {
+                match queue.load_body(&request.body, Bytes::new()).await {
+                    Ok(body) => {
+                        if let BodyRef::Stored { object, .. } = &request.body {
+                            objects.push(object.clone());
+                        }
+                        request.body = BodyRef::Inline;
+                        batch.dead_letters.push((request, body.to_vec()));
+                    }
+                    // Already kept by an earlier delivery of this event.
+                    Err(e) => {
+                        warn!(error = %e, call.id = %finished.call_id, "dead call's request unavailable")
+                    }
+                }
+            }
             let body = match queue.load_body(&finished.body, inline).await {
                 Ok(body) => body.to_vec(),
                 Err(e) => {

@@ -2,6 +2,12 @@
 //! the lease alive with in-progress acks while it runs (no execution time limit), publishes the
 //! outcome and only then acknowledges the message.
 //!
+//! Retries (see `fjord_common::retry`): a retryable failure with attempts left is published as a
+//! `retrying` event carrying the whole call, and the message is acknowledged; the control
+//! process's retrier puts it back on the queue when its backoff is over. So a call waiting out
+//! a backoff holds no slot of the function's consumer. A retryable failure on the last attempt
+//! ends the call `dead`, with its request kept for a redrive.
+//!
 //! Shutdown: the loop stops pulling, hands back any message that still arrives, and lets running
 //! calls finish within the grace period. Calls still running when it ends are abandoned: their
 //! messages are nak'd for immediate redelivery and their attempt is never published.
@@ -13,10 +19,11 @@ use std::time::Duration;
 use async_nats::jetstream::{AckKind, Message, consumer::PullConsumer};
 use bytes::Bytes;
 use fjord_common::invocation::{
-    self, BodyRef, CallMeta, Event, FinalStatus, Finished, SCHEMA_VERSION, now_ns,
+    self, BodyRef, CallMeta, Event, FinalStatus, Finished, Retrying, SCHEMA_VERSION, now_ns,
 };
 use fjord_common::queue::Queue;
 use fjord_common::registry::{Change, Registry};
+use fjord_common::retry::{RetryPolicy, parse_retry_after};
 use fjord_common::stack::FunctionSpec;
 use fjord_common::{Error, FunctionName};
 use fjord_functions::{Function, Request, Response};
@@ -55,6 +62,9 @@ struct Shared {
     incarnation: String,
     /// Executions allowed per call (the consumer delivers once more to record `dead`).
     max_attempts: u32,
+    /// Deliveries the consumer allows per message.
+    max_deliver: i64,
+    retry: RetryPolicy,
     progress_every: Duration,
     /// Fired when the drain grace is over: running calls stop and hand their message back.
     abandon: CancellationToken,
@@ -88,7 +98,9 @@ pub async fn run(
     };
     let consumer = queue.function_consumer(&spec.name).await?;
     let config = &consumer.cached_info().config;
-    let max_attempts = (config.max_deliver.max(2) - 1) as u32;
+    let max_deliver = config.max_deliver.max(2);
+    let retry = RetryPolicy::for_spec(&spec)?;
+    let max_attempts = retry.attempts.min((max_deliver - 1) as u32);
     let progress_every = (config.ack_wait / 3).max(Duration::from_millis(100));
     let shared = Arc::new(Shared {
         queue: queue.clone(),
@@ -96,6 +108,8 @@ pub async fn run(
         name: spec.name.clone(),
         incarnation: spec.incarnation.clone(),
         max_attempts,
+        max_deliver,
+        retry,
         progress_every,
         abandon: CancellationToken::new(),
     });
@@ -278,7 +292,7 @@ async fn handle(shared: Arc<Shared>, message: Message, _slot: OwnedSemaphorePerm
             .await;
         return;
     }
-    let attempt = match message.info() {
+    let delivered = match message.info() {
         Ok(info) => info.delivered.max(1) as u32,
         Err(e) => {
             error!(error = %e, "message without JetStream metadata");
@@ -293,6 +307,7 @@ async fn handle(shared: Arc<Shared>, message: Message, _slot: OwnedSemaphorePerm
             return;
         }
     };
+    let attempt = meta.attempt(delivered);
     let span = info_span!("call", call.id = %meta.call_id, function = %shared.name, attempt);
     async move {
         if !meta.incarnation.is_empty() && meta.incarnation != shared.incarnation {
@@ -302,39 +317,89 @@ async fn handle(shared: Arc<Shared>, message: Message, _slot: OwnedSemaphorePerm
             );
             info!(%error, "cancelling call");
             let finished = finished(&meta, attempt - 1, None, FinalStatus::Cancelled, 503, error);
-            if publish_finished(&shared, finished, Bytes::new()).await {
+            if publish(&shared, Event::Finished(Box::new(finished)), Bytes::new()).await {
                 let _ = message.ack_with(AckKind::Term).await;
             }
             return;
         }
-        if attempt > shared.max_attempts {
+        // The last delivery the consumer allows is never run: it records the call `dead`, so
+        // nothing stays stuck in the stream.
+        if attempt > shared.max_attempts || i64::from(delivered) >= shared.max_deliver {
             let error = format!(
                 "the worker was lost during each of {} attempts",
-                shared.max_attempts
+                attempt - 1
             );
             warn!(%error, "recording call as dead");
-            let finished = finished(&meta, attempt - 1, None, FinalStatus::Dead, 503, error);
-            if publish_finished(&shared, finished, Bytes::new()).await {
+            let mut finished = finished(&meta, attempt - 1, None, FinalStatus::Dead, 503, error);
+            finished.dead_letter = dead_letter(&shared, &meta, &inline).await;
+            if publish(&shared, Event::Finished(Box::new(finished)), Bytes::new()).await {
                 let _ = message.ack_with(AckKind::Term).await;
             }
             return;
         }
-        match execute(&shared, &message, &meta, inline, attempt).await {
-            Some((finished, body)) => {
-                if publish_finished(&shared, finished, body).await
-                    && let Err(e) = message.double_ack().await
-                {
-                    // The outcome is published; a redelivery finds the call final.
-                    warn!(error = %e, "ack failed after the outcome was published");
-                }
+        let Some((mut finished, body)) =
+            execute(&shared, &message, &meta, inline.clone(), attempt).await
+        else {
+            let _ = message.ack_with(AckKind::Nak(None)).await;
+            return;
+        };
+        let retryable = finished.status == FinalStatus::Failed
+            && shared.retry.retryable(finished.function_status);
+        let (event, body) = if retryable && attempt < shared.max_attempts {
+            let retry_after = finished
+                .headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("retry-after"))
+                .and_then(|(_, v)| parse_retry_after(v));
+            let wait = shared.retry.wait(attempt, retry_after);
+            info!(
+                function_status = finished.function_status,
+                wait_ms = wait.as_millis() as u64,
+                "attempt failed; retrying after a backoff"
+            );
+            let retrying = Retrying {
+                call: meta.clone(),
+                attempt,
+                started_ns: finished.started_ns.unwrap_or(finished.finished_ns),
+                finished_ns: finished.finished_ns,
+                not_before_ns: finished.finished_ns + wait.as_nanos() as i64,
+                function_status: finished.function_status,
+                error: finished.error.clone(),
+            };
+            (Event::Retrying(Box::new(retrying)), inline)
+        } else {
+            if retryable {
+                finished.status = FinalStatus::Dead;
+                finished.dead_letter = dead_letter(&shared, &meta, &inline).await;
             }
-            None => {
-                let _ = message.ack_with(AckKind::Nak(None)).await;
-            }
+            (Event::Finished(Box::new(finished)), body)
+        };
+        if publish(&shared, event, body).await
+            && let Err(e) = message.double_ack().await
+        {
+            // The outcome is published; a redelivery finds the call final or retrying.
+            warn!(error = %e, "ack failed after the outcome was published");
         }
     }
     .instrument(span)
     .await
+}
+
+/// The request of a call about to be recorded `dead`, with its body moved out of band so it
+/// outlives the call's messages and the call can be re-driven. `None` if the body could not be
+/// stored (logged; that dead letter cannot be re-driven).
+async fn dead_letter(shared: &Shared, meta: &CallMeta, inline: &Bytes) -> Option<CallMeta> {
+    let mut request = meta.clone();
+    if matches!(meta.body, BodyRef::Inline) && !inline.is_empty() {
+        match shared.queue.store_request(meta.call_id, inline).await {
+            Ok(body) => request.body = body,
+            Err(e) => {
+                error!(error = %e, "could not keep the request of a dead call; it cannot be re-driven");
+                return None;
+            }
+        }
+    }
+    Some(request)
 }
 
 /// Runs one attempt. `None` means the attempt was abandoned (the drain grace is over) and the
@@ -370,7 +435,7 @@ async fn execute(
             return Some((f, Bytes::new()));
         }
     };
-    let request = request_for(meta, body);
+    let request = request_for(meta, body, attempt, shared.max_attempts);
     let call = shared.function.call(request);
     tokio::pin!(call);
     let mut progress = tokio::time::interval(shared.progress_every);
@@ -447,18 +512,21 @@ pub(crate) fn finished(
             BodyRef::Inline => None,
         },
         traceparent: (!meta.traceparent.is_empty()).then(|| meta.traceparent.clone()),
+        dead_letter: None,
     }
 }
 
-/// The request as the function sees it: the caller's headers plus `X-Call-Id`, `X-Start-Time`
-/// and the call's `traceparent` (replacing any the caller sent).
-fn request_for(meta: &CallMeta, body: Bytes) -> Request {
+/// The request as the function sees it: the caller's headers plus `X-Call-Id`, `X-Start-Time`,
+/// `X-Retry` / `X-Retry-Max` and the call's `traceparent` (replacing any the caller sent).
+fn request_for(meta: &CallMeta, body: Bytes, attempt: u32, max_attempts: u32) -> Request {
     let mut headers: Vec<(String, String)> = meta
         .headers
         .iter()
         .filter(|(k, _)| {
             let replaced = k.eq_ignore_ascii_case("x-call-id")
                 || k.eq_ignore_ascii_case("x-start-time")
+                || k.eq_ignore_ascii_case("x-retry")
+                || k.eq_ignore_ascii_case("x-retry-max")
                 || (k.eq_ignore_ascii_case("traceparent") && !meta.traceparent.is_empty());
             !replaced
         })
@@ -469,6 +537,8 @@ fn request_for(meta: &CallMeta, body: Bytes) -> Request {
     }
     headers.push(("X-Call-Id".into(), meta.call_id.to_string()));
     headers.push(("X-Start-Time".into(), meta.start_time_ns.to_string()));
+    headers.push(("X-Retry".into(), attempt.to_string()));
+    headers.push(("X-Retry-Max".into(), max_attempts.to_string()));
     Request {
         method: meta.method.clone(),
         path: meta.path.clone(),
@@ -480,9 +550,8 @@ fn request_for(meta: &CallMeta, body: Bytes) -> Request {
 
 /// Publishes the outcome, retrying while NATS is briefly away. `false` when it could not be
 /// published before shutdown: the message is then left for redelivery.
-async fn publish_finished(shared: &Shared, finished: Finished, body: Bytes) -> bool {
-    let status = finished.status;
-    let event = Event::Finished(Box::new(finished));
+async fn publish(shared: &Shared, event: Event, body: Bytes) -> bool {
+    let kind = event.kind();
     let mut delay = Duration::from_millis(100);
     for _ in 0..8 {
         match shared
@@ -491,7 +560,7 @@ async fn publish_finished(shared: &Shared, finished: Finished, body: Bytes) -> b
             .await
         {
             Ok(_) => {
-                tracing::debug!(status = status.as_str(), "call finished");
+                tracing::debug!(event = kind, "outcome published");
                 return true;
             }
             Err(e) => {

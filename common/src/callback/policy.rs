@@ -80,28 +80,14 @@ impl Policy {
 
     /// The wait after failed attempt `attempt` (from 1), before jitter and `Retry-After`.
     pub fn base_wait(&self, attempt: u32) -> Duration {
-        let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(31));
-        self.min_wait.saturating_mul(factor).min(self.max_wait)
+        crate::retry::base_backoff(self.min_wait, self.max_wait, attempt)
     }
 
     /// The wait after failed attempt `attempt`: jittered by ±20 %, and at least what the
     /// receiver asked for in `Retry-After`.
     pub fn wait(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        let jitter = 0.8 + 0.4 * rand::random::<f64>();
-        let wait = self.base_wait(attempt).mul_f64(jitter);
-        retry_after.map_or(wait, |r| wait.max(r))
+        crate::retry::backoff(self.min_wait, self.max_wait, attempt, retry_after)
     }
-}
-
-/// Parses `Retry-After`: seconds, or an HTTP date.
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let delta = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(delta.to_std().unwrap_or(Duration::ZERO))
 }
 
 #[cfg(test)]
@@ -164,14 +150,5 @@ mod tests {
             let e = Policy::for_spec(&with(&[bad])).unwrap_err().to_string();
             assert!(e.contains(bad.0), "{e}");
         }
-    }
-
-    #[test]
-    fn retry_after_forms() {
-        assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
-        let later = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
-        let d = parse_retry_after(&later).unwrap();
-        assert!(d > Duration::from_secs(25) && d <= Duration::from_secs(30));
-        assert_eq!(parse_retry_after("soon"), None);
     }
 }

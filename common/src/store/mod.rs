@@ -15,10 +15,11 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use uuid::Uuid;
 
-use crate::invocation::{CallMeta, Finished};
+use crate::invocation::{CallMeta, Finished, Retrying};
 use crate::{CallId, Error};
 
 pub mod callbacks;
+pub mod dead_letters;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
@@ -68,6 +69,8 @@ pub struct InvocationRow {
     pub callback_state: Option<String>,
     pub callback_attempts: i32,
     pub callback_next_at: Option<DateTime<Utc>>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub redrives: i32,
 }
 
 /// A recorded response.
@@ -86,6 +89,10 @@ pub struct Batch {
     /// Each with its result body (already fetched if it was stored out of band) and its
     /// stream sequence.
     pub finished: Vec<(Finished, Vec<u8>, u64)>,
+    /// Attempts that failed and will run again after a backoff.
+    pub retried: Vec<Retrying>,
+    /// Requests of calls recorded `dead` (with their bodies), kept if that outcome wins.
+    pub dead_letters: Vec<(CallMeta, Vec<u8>)>,
 }
 
 pub struct Started {
@@ -98,7 +105,10 @@ pub struct Started {
 
 impl Batch {
     pub fn is_empty(&self) -> bool {
-        self.invoked.is_empty() && self.started.is_empty() && self.finished.is_empty()
+        self.invoked.is_empty()
+            && self.started.is_empty()
+            && self.finished.is_empty()
+            && self.retried.is_empty()
     }
 }
 
@@ -120,6 +130,7 @@ struct MergedRow {
     duration_seconds: Option<f64>,
     function_status: Option<i32>,
     error: Option<String>,
+    next_attempt_at: Option<DateTime<Utc>>,
     stream_seq: Option<i64>,
     final_seq: Option<i64>,
     result_headers: Option<sqlx::types::Json<Vec<(String, String)>>>,
@@ -127,6 +138,12 @@ struct MergedRow {
 }
 
 impl MergedRow {
+    /// How far a call that is not final has got: its attempt, and whether it is waiting
+    /// after that attempt.
+    fn phase(&self) -> (i32, bool) {
+        (self.attempts, self.next_attempt_at.is_some())
+    }
+
     fn new(call_id: CallId, function: String, created_ns: i64) -> MergedRow {
         MergedRow {
             call_id: call_id.0,
@@ -145,6 +162,7 @@ impl MergedRow {
             duration_seconds: None,
             function_status: None,
             error: None,
+            next_attempt_at: None,
             stream_seq: None,
             final_seq: None,
             result_headers: None,
@@ -153,8 +171,10 @@ impl MergedRow {
     }
 }
 
-/// Folds a batch into one row per call. The order of the rules does not matter except for
-/// finals, where the lowest stream sequence wins.
+/// Folds a batch into one row per call. The order of the rules does not matter: finals are
+/// ordered by stream sequence (the lowest wins), and until a call is final its status is that
+/// of the furthest phase seen — running attempt *n* is behind waiting after attempt *n*, which
+/// is behind running attempt *n + 1* (see [`MergedRow::phase`]).
 fn merge(batch: &Batch) -> Vec<MergedRow> {
     let mut rows: HashMap<CallId, MergedRow> = HashMap::new();
     for (meta, seq) in &batch.invoked {
@@ -178,12 +198,32 @@ fn merge(batch: &Batch) -> Vec<MergedRow> {
         let row = rows
             .entry(s.call_id)
             .or_insert_with(|| MergedRow::new(s.call_id, s.function.clone(), s.created_ns));
-        if row.final_seq.is_none() {
+        if row.final_seq.is_none() && (s.attempt as i32, false) > row.phase() {
             row.status = "running";
+            row.next_attempt_at = None;
         }
         row.attempts = row.attempts.max(s.attempt as i32);
         let at = ts(s.at_ns);
         row.started_at = Some(row.started_at.map_or(at, |t| t.min(at)));
+    }
+    for r in &batch.retried {
+        let call = &r.call;
+        let row = rows.entry(call.call_id).or_insert_with(|| {
+            MergedRow::new(call.call_id, call.function.to_string(), call.start_time_ns)
+        });
+        if row.final_seq.is_none() && (r.attempt as i32, true) > row.phase() {
+            row.status = "queued";
+            row.next_attempt_at = Some(ts(r.not_before_ns));
+            row.function_status = Some(i32::from(r.function_status));
+            row.error = r.error.clone();
+        }
+        row.attempts = row.attempts.max(r.attempt as i32);
+        let at = ts(r.started_ns);
+        row.started_at = Some(row.started_at.map_or(at, |t| t.min(at)));
+        row.callback_url = row
+            .callback_url
+            .take()
+            .or_else(|| call.callback_url.clone());
     }
     for (f, body, seq) in &batch.finished {
         let row = rows
@@ -204,6 +244,7 @@ fn merge(batch: &Batch) -> Vec<MergedRow> {
         row.duration_seconds = f.started_ns.map(|s| (f.finished_ns - s) as f64 / 1e9);
         row.function_status = Some(i32::from(f.function_status));
         row.error = f.error.clone();
+        row.next_attempt_at = None;
         row.final_seq = Some(*seq as i64);
         row.result_headers = Some(sqlx::types::Json(f.headers.clone()));
         row.result_body = Some(body.clone());
@@ -231,7 +272,7 @@ fn ts(ns: i64) -> DateTime<Utc> {
 
 const COLUMNS: &str = "call_id, function, status, attempts, callback_url, created_at, started_at, \
                        finished_at, duration_seconds, function_status, error, callback_state, \
-                       callback_attempts, callback_next_at";
+                       callback_attempts, callback_next_at, next_attempt_at, redrives";
 
 #[derive(Clone)]
 pub struct Store {
@@ -276,6 +317,8 @@ impl Store {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
+        let mut tx = self.pool.begin().await?;
+        self.reset_redriven(&mut tx, batch).await?;
         let lease_seconds = lease.map_or(0.0, |(_, d)| d.as_secs_f64());
         let returned: Vec<(Uuid, Option<i64>)> = sqlx::query_as(
             "WITH u AS (
@@ -283,21 +326,21 @@ impl Store {
                  FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int4[], $5::text[], $6::text[], $7::text[],
                              $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], $12::float8[],
                              $13::int4[], $14::text[], $15::int8[], $16::int8[], $17::jsonb[], $18::bytea[],
-                             $19::text[], $20::text[])
+                             $19::text[], $20::text[], $21::timestamptz[])
                       AS u(call_id, function, status, attempts, method, path, query, callback_url, created_at,
                            started_at, finished_at, duration_seconds, function_status, error, stream_seq,
-                           final_seq, result_headers, result_body, traceparent, callback_host))
+                           final_seq, result_headers, result_body, traceparent, callback_host, next_attempt_at))
              INSERT INTO invocations AS i (call_id, function, status, attempts, method, path, query, callback_url,
                                            created_at, started_at, finished_at, duration_seconds, function_status,
                                            error, stream_seq, final_seq, result_headers, result_body, traceparent,
-                                           callback_host, callback_state, callback_round_at, callback_next_at,
-                                           callback_lease, callback_lease_until)
+                                           callback_host, next_attempt_at, callback_state, callback_round_at,
+                                           callback_next_at, callback_lease, callback_lease_until)
              SELECT call_id, function, status, attempts, method, path, query, callback_url, created_at,
                     started_at, finished_at, duration_seconds, function_status, error, stream_seq, final_seq,
-                    result_headers, result_body, traceparent, callback_host,
+                    result_headers, result_body, traceparent, callback_host, next_attempt_at,
                     CASE WHEN cb THEN 'pending' END, CASE WHEN cb THEN now() END, CASE WHEN cb THEN now() END,
-                    CASE WHEN cb THEN $21::uuid END,
-                    CASE WHEN cb AND $21::uuid IS NOT NULL THEN now() + make_interval(secs => $22) END
+                    CASE WHEN cb THEN $22::uuid END,
+                    CASE WHEN cb AND $22::uuid IS NOT NULL THEN now() + make_interval(secs => $23) END
              FROM u
              ON CONFLICT (call_id) DO UPDATE SET
                  traceparent = COALESCE(i.traceparent, EXCLUDED.traceparent),
@@ -311,10 +354,10 @@ impl Store {
                                           THEN now() ELSE i.callback_next_at END,
                  callback_lease = CASE WHEN i.final_seq IS NULL AND EXCLUDED.final_seq IS NOT NULL
                                             AND EXCLUDED.callback_url IS NOT NULL
-                                       THEN $21::uuid ELSE i.callback_lease END,
+                                       THEN $22::uuid ELSE i.callback_lease END,
                  callback_lease_until = CASE WHEN i.final_seq IS NULL AND EXCLUDED.final_seq IS NOT NULL
-                                                  AND EXCLUDED.callback_url IS NOT NULL AND $21::uuid IS NOT NULL
-                                             THEN now() + make_interval(secs => $22) ELSE i.callback_lease_until END,
+                                                  AND EXCLUDED.callback_url IS NOT NULL AND $22::uuid IS NOT NULL
+                                             THEN now() + make_interval(secs => $23) ELSE i.callback_lease_until END,
                  method = COALESCE(EXCLUDED.method, i.method),
                  path = COALESCE(EXCLUDED.path, i.path),
                  query = COALESCE(EXCLUDED.query, i.query),
@@ -324,12 +367,21 @@ impl Store {
                  started_at = LEAST(i.started_at, EXCLUDED.started_at),
                  status = CASE WHEN i.final_seq IS NOT NULL THEN i.status
                                WHEN EXCLUDED.final_seq IS NOT NULL THEN EXCLUDED.status
-                               WHEN 'running' IN (i.status, EXCLUDED.status) THEN 'running'
+                               WHEN (EXCLUDED.attempts, EXCLUDED.next_attempt_at IS NOT NULL)
+                                    > (i.attempts, i.next_attempt_at IS NOT NULL) THEN EXCLUDED.status
                                ELSE i.status END,
+                 next_attempt_at = CASE WHEN i.final_seq IS NOT NULL OR EXCLUDED.final_seq IS NOT NULL THEN NULL
+                                        WHEN (EXCLUDED.attempts, EXCLUDED.next_attempt_at IS NOT NULL)
+                                             > (i.attempts, i.next_attempt_at IS NOT NULL) THEN EXCLUDED.next_attempt_at
+                                        ELSE i.next_attempt_at END,
                  finished_at = CASE WHEN i.final_seq IS NULL THEN EXCLUDED.finished_at ELSE i.finished_at END,
                  duration_seconds = CASE WHEN i.final_seq IS NULL THEN EXCLUDED.duration_seconds ELSE i.duration_seconds END,
-                 function_status = CASE WHEN i.final_seq IS NULL THEN EXCLUDED.function_status ELSE i.function_status END,
-                 error = CASE WHEN i.final_seq IS NULL THEN EXCLUDED.error ELSE i.error END,
+                 function_status = CASE WHEN i.final_seq IS NOT NULL THEN i.function_status
+                                        WHEN EXCLUDED.final_seq IS NOT NULL THEN EXCLUDED.function_status
+                                        ELSE COALESCE(EXCLUDED.function_status, i.function_status) END,
+                 error = CASE WHEN i.final_seq IS NOT NULL THEN i.error
+                              WHEN EXCLUDED.final_seq IS NOT NULL THEN EXCLUDED.error
+                              ELSE COALESCE(EXCLUDED.error, i.error) END,
                  result_headers = CASE WHEN i.final_seq IS NULL THEN EXCLUDED.result_headers ELSE i.result_headers END,
                  result_body = CASE WHEN i.final_seq IS NULL THEN EXCLUDED.result_body ELSE i.result_body END,
                  final_seq = COALESCE(i.final_seq, EXCLUDED.final_seq)
@@ -355,21 +407,25 @@ impl Store {
         .bind(rows.iter().map(|r| r.result_body.clone()).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.traceparent.clone()).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.callback_host.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.next_attempt_at).collect::<Vec<_>>())
         .bind(lease.map(|(id, _)| id))
         .bind(lease_seconds)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
         let ours: HashMap<Uuid, i64> = rows
             .iter()
             .filter_map(|r| r.final_seq.map(|s| (r.call_id, s)))
             .collect();
-        Ok(returned
+        let recorded: Vec<(CallId, u64)> = returned
             .into_iter()
             .filter_map(|(id, seq)| {
                 let seq = seq?;
                 (ours.get(&id) == Some(&seq)).then_some((CallId(id), seq as u64))
             })
-            .collect())
+            .collect();
+        self.keep_dead_letters(&mut tx, batch, &recorded).await?;
+        tx.commit().await?;
+        Ok(recorded)
     }
 
     pub async fn invocation(&self, call_id: CallId) -> Result<Option<InvocationRow>, Error> {

@@ -87,6 +87,8 @@ async fn prepare(
         body: BodyRef::Inline,
         incarnation,
         traceparent,
+        first_attempt: 0,
+        redrive: 0,
     };
     Ok((meta, body))
 }

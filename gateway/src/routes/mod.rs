@@ -2,6 +2,7 @@
 //! basic auth; `/healthz` is open.
 
 mod callbacks;
+mod dead_letters;
 mod extract;
 mod functions;
 mod invoke;
@@ -30,6 +31,15 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/system/invocations/{call_id}/callbacks/redeliver",
             post(callbacks::redeliver),
+        )
+        .route("/system/dead-letters", get(dead_letters::list))
+        .route(
+            "/system/dead-letters/redrive",
+            post(dead_letters::redrive_all),
+        )
+        .route(
+            "/system/dead-letters/{call_id}/redrive",
+            post(dead_letters::redrive_one),
         )
         .route("/system/queues", get(queues::list))
         .route(

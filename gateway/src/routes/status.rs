@@ -40,6 +40,8 @@ fn to_json(row: &InvocationRow) -> Value {
         "finished_at": rfc3339(row.finished_at),
         "duration_seconds": row.duration_seconds,
         "function_status": row.function_status,
+        "next_attempt_at": rfc3339(row.next_attempt_at),
+        "redrives": row.redrives,
         "callback_url": row.callback_url,
         // A call still running has its callback ahead of it: `pending`, no attempts yet.
         "callback": row.callback_url.as_ref().map(|_| json!({
@@ -154,6 +156,16 @@ pub async fn list(
     ApiQuery(params): ApiQuery<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let status = params.get("status").filter(|s| !s.is_empty()).cloned();
+    list_calls(&state, &params, status).await
+}
+
+/// A page of calls (`{"items", "next"}`) with `function`, `limit` and `before` from the query
+/// and the given status.
+pub(super) async fn list_calls(
+    state: &AppState,
+    params: &HashMap<String, String>,
+    status: Option<String>,
+) -> Result<Json<Value>, ApiError> {
     if let Some(s) = &status
         && !STATUSES.contains(&s.as_str())
     {

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fjord_common::callback::policy::parse_retry_after;
 use fjord_common::callback::{Networks, Signer, networks};
+use fjord_common::retry::parse_retry_after;
 use fjord_common::store::callbacks::Callback;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
@@ -98,8 +98,8 @@ impl reqwest::dns::Resolve for CheckedResolver {
     }
 }
 
-/// The headers every attempt carries.
-fn headers(callback: &Callback, signer: &Signer) -> HeaderMap {
+/// The headers every attempt carries; `retry_max` is the function's `X-Retry-Max`.
+fn headers(callback: &Callback, signer: &Signer, retry_max: u32) -> HeaderMap {
     let mut map = HeaderMap::new();
     for (name, value) in &callback.headers {
         if NOT_PASSED.contains(&name.to_ascii_lowercase().as_str())
@@ -129,6 +129,8 @@ fn headers(callback: &Callback, signer: &Signer) -> HeaderMap {
         format!("{:.6}", callback.duration_seconds),
     );
     set("x-start-time", callback.start_time_ns.to_string());
+    set("x-retry", callback.call_attempts.max(1).to_string());
+    set("x-retry-max", retry_max.to_string());
     if let Some(tp) = &callback.traceparent {
         set("traceparent", tp.clone());
     }
@@ -147,6 +149,7 @@ pub async fn send(
     networks: &Networks,
     callback: &Callback,
     timeout: Duration,
+    retry_max: u32,
 ) -> Sent {
     let started = Instant::now();
     let mut sent = Sent {
@@ -156,7 +159,7 @@ pub async fn send(
         retry_after: None,
         duration: Duration::ZERO,
     };
-    let headers = headers(callback, signer);
+    let headers = headers(callback, signer, retry_max);
     let mut url = callback.url.clone();
     for hop in 0..=MAX_REDIRECTS {
         sent.url = url.clone();

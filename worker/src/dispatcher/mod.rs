@@ -24,6 +24,7 @@ use std::time::Duration;
 use fjord_common::callback::{Networks, Policy, Signer};
 use fjord_common::functions::Functions;
 use fjord_common::invocation::Finished;
+use fjord_common::retry::RetryPolicy;
 use fjord_common::store::Store;
 use fjord_common::store::callbacks::{Attempt, Callback, host_of};
 use tokio::sync::mpsc;
@@ -398,11 +399,16 @@ struct Shared {
 
 impl Shared {
     async fn attempt(&self, callback: Callback) {
-        let policy = self
-            .functions
-            .cached(&callback.function)
-            .and_then(|spec| Policy::for_spec(&spec).ok())
+        let spec = self.functions.cached(&callback.function);
+        let policy = spec
+            .as_ref()
+            .and_then(|spec| Policy::for_spec(spec).ok())
             .unwrap_or_default();
+        let retry_max = spec
+            .as_ref()
+            .and_then(|spec| RetryPolicy::for_spec(spec).ok())
+            .unwrap_or_default()
+            .attempts;
         let at = chrono::Utc::now();
         let sent = deliver::send(
             &self.client,
@@ -410,6 +416,7 @@ impl Shared {
             &self.networks,
             &callback,
             policy.timeout,
+            retry_max,
         )
         .await;
         let attempt = decide(&callback, &policy, at, sent);
