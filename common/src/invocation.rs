@@ -173,6 +173,37 @@ pub struct Finished {
     pub dead_letter: Option<CallMeta>,
 }
 
+impl Finished {
+    /// The outcome of a call ended without a (further) run — cancelled, or given up — with no
+    /// result body and function status 503. Callers add what they know of the call.
+    pub fn ended(
+        call_id: CallId,
+        function: FunctionName,
+        attempt: u32,
+        created_ns: i64,
+        status: FinalStatus,
+        error: String,
+    ) -> Finished {
+        Finished {
+            call_id,
+            function,
+            attempt,
+            created_ns,
+            started_ns: None,
+            finished_ns: now_ns(),
+            status,
+            function_status: 503,
+            headers: Vec::new(),
+            error: (!error.is_empty()).then_some(error),
+            callback_url: None,
+            body: BodyRef::Inline,
+            request_object: None,
+            traceparent: None,
+            dead_letter: None,
+        }
+    }
+}
+
 impl Event {
     pub fn call_id(&self) -> CallId {
         match self {

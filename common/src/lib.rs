@@ -3,6 +3,7 @@
 //! parsing and telemetry setup.
 
 pub mod callback;
+pub mod cancel;
 pub mod cgroup;
 pub mod config;
 pub mod error;

@@ -93,15 +93,20 @@ impl Names {
     pub fn packages_bucket(&self) -> String {
         format!("{}_packages", self.prefix)
     }
+    /// Cancellation requests, by call id (see [`crate::cancel`]).
+    pub fn cancels_bucket(&self) -> String {
+        format!("{}_cancels", self.prefix)
+    }
     /// Secret values (`/system/secrets`), by name.
     pub fn secrets_bucket(&self) -> String {
         format!("{}_secrets", self.prefix)
     }
     /// Every stream of the installation (calls, registry, secrets, stored bodies, packages):
     /// what removing an installation deletes.
-    pub fn streams(&self) -> [String; 5] {
+    pub fn streams(&self) -> [String; 6] {
         [
             self.stream(),
+            format!("KV_{}", self.cancels_bucket()),
             self.registry_stream(),
             format!("KV_{}", self.secrets_bucket()),
             format!("OBJ_{}", self.bodies_bucket()),
@@ -508,5 +513,7 @@ async fn ensure(
         .map_err(Error::nats)?;
     crate::registry::ensure_bucket(js, &names.registry_bucket()).await?;
     crate::registry::ensure_bucket(js, &names.secrets_bucket()).await?;
+    crate::registry::ensure_expiring_bucket(js, &names.cancels_bucket(), crate::cancel::KEPT_FOR)
+        .await?;
     crate::package::ensure_store(js, &names.bodies_bucket()).await
 }

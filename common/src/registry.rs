@@ -15,7 +15,17 @@ use crate::{Error, FunctionName};
 
 /// Creates a KV bucket's backing stream (the registry's, the secrets') if it does not exist.
 pub(crate) async fn ensure_bucket(js: &jetstream::Context, bucket: &str) -> Result<(), Error> {
+    ensure_expiring_bucket(js, bucket, Duration::ZERO).await
+}
+
+/// [`ensure_bucket`] whose entries expire after `max_age` (zero: never).
+pub(crate) async fn ensure_expiring_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    max_age: Duration,
+) -> Result<(), Error> {
     js.get_or_create_stream(stream::Config {
+        max_age,
         name: format!("KV_{bucket}"),
         subjects: vec![format!("$KV.{bucket}.>")],
         max_messages_per_subject: 1,

@@ -14,9 +14,18 @@ pub async fn require(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    if authorized(&state, request.headers()) {
+        Ok(next.run(request).await)
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+/// Whether the request carries the installation's basic-auth credentials (for routes outside
+/// `/system/*` that need them, such as cancelling a call).
+pub fn authorized(state: &AppState, headers: &axum::http::HeaderMap) -> bool {
     let expected = &state.settings.credentials;
-    let given = request
-        .headers()
+    let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Basic "))
@@ -26,19 +35,14 @@ pub async fn require(
                 .ok()
         })
         .and_then(|raw| String::from_utf8(raw).ok());
-    let ok = given
+    given
         .as_deref()
         .and_then(|g| g.split_once(':'))
         .is_some_and(|(user, password)| {
             // Both compared in full so the time taken says nothing about which part was wrong.
             constant_time_eq(user.as_bytes(), expected.user.as_bytes())
                 & constant_time_eq(password.as_bytes(), expected.password.as_bytes())
-        });
-    if ok {
-        Ok(next.run(request).await)
-    } else {
-        Err(ApiError::Unauthorized)
-    }
+        })
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -48,6 +48,8 @@ pub enum ApiError {
     NotFinished(String),
     #[error("call {0} was made without an X-Callback-Url")]
     NoCallback(String),
+    #[error("the call is final already (status {0}); there is nothing to cancel")]
+    AlreadyFinal(String),
     #[error("the call is not dead (status {0}); only dead calls can be re-driven")]
     NotDead(String),
     #[error("the request of call {0} was not kept, so it cannot be re-driven")]
@@ -85,6 +87,7 @@ impl ApiError {
             ApiError::NotFinished(_) => "not_finished",
             ApiError::NoCallback(_) => "no_callback",
             ApiError::NotDead(_) => "not_dead",
+            ApiError::AlreadyFinal(_) => "already_final",
             ApiError::NotRedrivable(_) => "not_redrivable",
             ApiError::SyncTimeout(_) => "sync_timeout",
             ApiError::QueueUnavailable => "queue_unavailable",
@@ -113,6 +116,7 @@ impl ApiError {
             ApiError::NotFinished(_)
             | ApiError::NoCallback(_)
             | ApiError::NotDead(_)
+            | ApiError::AlreadyFinal(_)
             | ApiError::NotRedrivable(_) => StatusCode::CONFLICT,
             ApiError::SyncTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::QueueUnavailable

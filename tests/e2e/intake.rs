@@ -197,7 +197,7 @@ async fn bad_input_gets_clear_errors() {
             .send()
             .await
             .unwrap();
-        assert_eq!(r.headers()["allow"], "POST");
+        assert_eq!(r.headers()["allow"], "POST, DELETE");
         assert_eq!(
             error_code(r).await,
             (405, "method_not_allowed".into()),

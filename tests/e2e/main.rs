@@ -2,6 +2,7 @@
 //! test has its own database and NATS prefix, so they run in parallel.
 
 mod callbacks;
+mod cancel;
 mod deploy;
 mod faults;
 mod image_resize;

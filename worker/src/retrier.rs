@@ -117,24 +117,12 @@ async fn handle(queue: &Queue, functions: &Functions, message: Message) {
 }
 
 fn cancelled(r: &Retrying) -> Finished {
-    Finished {
-        call_id: r.call.call_id,
-        function: r.call.function.clone(),
-        attempt: r.attempt,
-        created_ns: r.call.start_time_ns,
-        started_ns: None,
-        finished_ns: now_ns(),
-        status: FinalStatus::Cancelled,
-        function_status: 503,
-        headers: Vec::new(),
-        error: Some(format!("{} was removed", r.call.function)),
-        callback_url: r.call.callback_url.clone(),
-        body: invocation::BodyRef::Inline,
-        request_object: match &r.call.body {
-            invocation::BodyRef::Stored { object, .. } => Some(object.clone()),
-            invocation::BodyRef::Inline => None,
-        },
-        traceparent: (!r.call.traceparent.is_empty()).then(|| r.call.traceparent.clone()),
-        dead_letter: None,
-    }
+    crate::worker::finished(
+        &r.call,
+        r.attempt,
+        None,
+        FinalStatus::Cancelled,
+        503,
+        format!("{} was removed", r.call.function),
+    )
 }

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{AckKind, Message, consumer::PullConsumer};
 use bytes::Bytes;
+use fjord_common::cancel::{Cancelled, Cancels};
 use fjord_common::invocation::{
     self, BodyRef, CallMeta, Event, FinalStatus, Finished, Retrying, SCHEMA_VERSION, now_ns,
 };
@@ -68,6 +69,8 @@ struct Shared {
     progress_every: Duration,
     /// Fired when the drain grace is over: running calls stop and hand their message back.
     abandon: CancellationToken,
+    /// Calls cancelled through the gateway, and the running ones to stop when they are.
+    cancelled: Cancelled,
 }
 
 /// Why a worker could not run.
@@ -96,6 +99,10 @@ pub async fn run(
         function = runtime::start(&spec, &sandbox, runtime_done.clone()) => function?,
         _ = shutdown.cancelled() => return Ok(()),
     };
+    let cancelled = Cancels::open(&queue)
+        .await?
+        .follow(runtime_done.clone())
+        .await?;
     let consumer = queue.function_consumer(&spec.name).await?;
     let config = &consumer.cached_info().config;
     let max_deliver = config.max_deliver.max(2);
@@ -112,6 +119,7 @@ pub async fn run(
         retry,
         progress_every,
         abandon: CancellationToken::new(),
+        cancelled,
     });
     // Pulling also stops when the definition changes or goes: this worker then finishes what
     // it runs and exits, and its supervisor starts one with the current definition.
@@ -322,6 +330,15 @@ async fn handle(shared: Arc<Shared>, message: Message, _slot: OwnedSemaphorePerm
             }
             return;
         }
+        if shared.cancelled.contains(meta.call_id) {
+            info!("call cancelled before it ran");
+            let error = "cancelled before it ran".to_owned();
+            let finished = finished(&meta, attempt - 1, None, FinalStatus::Cancelled, 503, error);
+            if publish(&shared, Event::Finished(Box::new(finished)), Bytes::new()).await {
+                let _ = message.ack_with(AckKind::Term).await;
+            }
+            return;
+        }
         // The last delivery the consumer allows is never run: it records the call `dead`, so
         // nothing stays stuck in the stream.
         if attempt > shared.max_attempts || i64::from(delivered) >= shared.max_deliver {
@@ -436,6 +453,7 @@ async fn execute(
         }
     };
     let request = request_for(meta, body, attempt, shared.max_attempts);
+    let running = shared.cancelled.running(meta.call_id);
     let call = shared.function.call(request);
     tokio::pin!(call);
     let mut progress = tokio::time::interval(shared.progress_every);
@@ -458,6 +476,13 @@ async fn execute(
                 }
             }
             _ = shared.abandon.cancelled() => return None,
+            _ = running.token.cancelled() => {
+                // Dropping the call stops it: an exec call's process group is killed.
+                info!("call cancelled while running; stopped");
+                let error = "cancelled while running".to_owned();
+                let f = finished(meta, attempt, Some(started_ns), FinalStatus::Cancelled, 503, error);
+                return Some((f, Bytes::new()));
+            }
         }
     };
     let (status, error) = if (200..300).contains(&response.status) {
@@ -494,26 +519,23 @@ pub(crate) fn finished(
     function_status: u16,
     error: String,
 ) -> Finished {
-    Finished {
-        call_id: meta.call_id,
-        function: meta.function.clone(),
+    let mut f = Finished::ended(
+        meta.call_id,
+        meta.function.clone(),
         attempt,
-        created_ns: meta.start_time_ns,
-        started_ns,
-        finished_ns: now_ns(),
+        meta.start_time_ns,
         status,
-        function_status,
-        headers: Vec::new(),
-        error: (!error.is_empty()).then_some(error),
-        callback_url: meta.callback_url.clone(),
-        body: BodyRef::Inline,
-        request_object: match &meta.body {
-            BodyRef::Stored { object, .. } => Some(object.clone()),
-            BodyRef::Inline => None,
-        },
-        traceparent: (!meta.traceparent.is_empty()).then(|| meta.traceparent.clone()),
-        dead_letter: None,
-    }
+        error,
+    );
+    f.started_ns = started_ns;
+    f.function_status = function_status;
+    f.callback_url = meta.callback_url.clone();
+    f.request_object = match &meta.body {
+        BodyRef::Stored { object, .. } => Some(object.clone()),
+        BodyRef::Inline => None,
+    };
+    f.traceparent = (!meta.traceparent.is_empty()).then(|| meta.traceparent.clone());
+    f
 }
 
 /// The request as the function sees it: the caller's headers plus `X-Call-Id`, `X-Start-Time`,

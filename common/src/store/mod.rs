@@ -71,6 +71,7 @@ pub struct InvocationRow {
     pub callback_next_at: Option<DateTime<Utc>>,
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub redrives: i32,
+    pub traceparent: Option<String>,
 }
 
 /// A recorded response.
@@ -272,7 +273,8 @@ fn ts(ns: i64) -> DateTime<Utc> {
 
 const COLUMNS: &str = "call_id, function, status, attempts, callback_url, created_at, started_at, \
                        finished_at, duration_seconds, function_status, error, callback_state, \
-                       callback_attempts, callback_next_at, next_attempt_at, redrives";
+                       callback_attempts, callback_next_at, next_attempt_at, redrives, \
+                       traceparent";
 
 #[derive(Clone)]
 pub struct Store {

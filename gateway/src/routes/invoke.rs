@@ -156,10 +156,14 @@ pub async fn asynchronous(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    if method == Method::DELETE {
+        let raw = params.get("name").map(String::as_str).unwrap_or_default();
+        return super::cancel::cancel(&state, &headers, raw).await;
+    }
     if method != Method::POST {
         return Err(ApiError::MethodNotAllowed {
             method: method.to_string(),
-            allowed: "POST",
+            allowed: "POST, DELETE",
         });
     }
     let (meta, body) = prepare(&state, &params, &method, &uri, &headers, body).await?;

@@ -2,6 +2,7 @@
 //! basic auth; `/healthz` is open.
 
 mod callbacks;
+mod cancel;
 mod dead_letters;
 mod extract;
 mod functions;
