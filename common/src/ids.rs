@@ -18,6 +18,28 @@ impl CallId {
     pub fn new() -> Self {
         CallId(Uuid::now_v7())
     }
+
+    /// The call id an `Idempotency-Key` stands for: a UUIDv8 from SHA-256 of the function, the
+    /// key and `round` (a key may be used again once its earlier call is older than the
+    /// idempotency window; each round gets the next id). Every gateway derives the same id, so
+    /// no table of keys is needed.
+    pub fn for_key(function: &FunctionName, key: &str, round: u32) -> Self {
+        use sha2::Digest;
+        let mut hash = sha2::Sha256::new();
+        for part in [
+            b"fjord-idempotency".as_slice(),
+            function.as_str().as_bytes(),
+            key.as_bytes(),
+        ] {
+            hash.update((part.len() as u64).to_be_bytes());
+            hash.update(part);
+        }
+        hash.update(round.to_be_bytes());
+        let digest = hash.finalize();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        CallId(Uuid::new_v8(bytes))
+    }
 }
 
 impl Default for CallId {
@@ -121,6 +143,23 @@ mod tests {
         for bad in ["", "-a", "a-", "Echo", "a.b", "a b", "a>", &"a".repeat(64)] {
             assert!(bad.parse::<FunctionName>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn idempotency_keys_map_to_stable_distinct_ids() {
+        let f: FunctionName = "pdf".parse().unwrap();
+        let g: FunctionName = "pdfx".parse().unwrap();
+        let id = CallId::for_key(&f, "order-17", 0);
+        assert_eq!(id, CallId::for_key(&f, "order-17", 0));
+        assert_eq!(id.0.get_version_num(), 8);
+        assert_ne!(id, CallId::for_key(&f, "order-17", 1));
+        assert_ne!(id, CallId::for_key(&f, "order-18", 0));
+        assert_ne!(id, CallId::for_key(&g, "order-17", 0));
+        // Length-prefixed: moving a boundary changes the id.
+        assert_ne!(
+            CallId::for_key(&"ab".parse().unwrap(), "c", 0),
+            CallId::for_key(&"a".parse().unwrap(), "bc", 0)
+        );
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub struct GatewayConfig {
     /// link-local (CIDR, comma-separated); give the control process the same list.
     #[arg(long, env = "FJORD_CALLBACK_ALLOW_NETS", default_value = "")]
     pub callback_allow_nets: String,
+    /// How long repeats of a POST with the same `Idempotency-Key` name the same call.
+    #[arg(long, env = "FJORD_IDEMPOTENCY_WINDOW", default_value = "24h", value_parser = duration_arg)]
+    pub idempotency_window: Duration,
     /// PostgreSQL connections for reads.
     #[arg(long, env = "FJORD_GATEWAY_DB_POOL", default_value_t = 4)]
     pub db_pool: u32,

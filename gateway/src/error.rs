@@ -29,6 +29,14 @@ pub enum ApiError {
     InvalidCallbackUrl(String),
     #[error("invalid X-Call-Id: {0}")]
     InvalidCallId(String),
+    #[error("invalid Idempotency-Key: {0}")]
+    InvalidIdempotencyKey(String),
+    #[error("call id {id} belongs to a call of {function}")]
+    CallIdInUse { id: String, function: String },
+    #[error(
+        "this call was accepted before (call {0}); its status and result are under /system/invocations/{0}"
+    )]
+    DuplicateCall(String),
     #[error("invalid query parameter {param}: {message}")]
     InvalidQuery {
         param: &'static str,
@@ -78,6 +86,9 @@ impl ApiError {
             ApiError::BadBody(_) => "bad_body",
             ApiError::InvalidCallbackUrl(_) => "invalid_callback_url",
             ApiError::InvalidCallId(_) => "invalid_call_id",
+            ApiError::InvalidIdempotencyKey(_) => "invalid_idempotency_key",
+            ApiError::CallIdInUse { .. } => "call_id_in_use",
+            ApiError::DuplicateCall(_) => "duplicate_call",
             ApiError::InvalidQuery { .. } => "invalid_query",
             ApiError::InvalidDefinition { .. } => "invalid_definition",
             ApiError::FunctionExists(_) => "function_exists",
@@ -110,6 +121,7 @@ impl ApiError {
             | ApiError::InvalidPath(_)
             | ApiError::InvalidCallbackUrl(_)
             | ApiError::InvalidCallId(_)
+            | ApiError::InvalidIdempotencyKey(_)
             | ApiError::InvalidDefinition { .. }
             | ApiError::InvalidQuery { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -117,6 +129,8 @@ impl ApiError {
             | ApiError::NoCallback(_)
             | ApiError::NotDead(_)
             | ApiError::AlreadyFinal(_)
+            | ApiError::CallIdInUse { .. }
+            | ApiError::DuplicateCall(_)
             | ApiError::NotRedrivable(_) => StatusCode::CONFLICT,
             ApiError::SyncTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::QueueUnavailable
@@ -161,6 +175,11 @@ impl IntoResponse for ApiError {
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         match &self {
+            ApiError::DuplicateCall(id) => {
+                if let Ok(v) = HeaderValue::from_str(id) {
+                    headers.insert("x-call-id", v);
+                }
+            }
             ApiError::MethodNotAllowed { allowed, .. } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allowed));
             }

@@ -42,6 +42,8 @@ pub struct Settings {
     pub credentials: Credentials,
     /// Where callback URLs may point beyond public addresses (`FJORD_CALLBACK_ALLOW_NETS`).
     pub callback_networks: Networks,
+    /// How long an `Idempotency-Key` names the same call (`FJORD_IDEMPOTENCY_WINDOW`).
+    pub idempotency_window: Duration,
 }
 
 impl AppState {
@@ -67,6 +69,7 @@ impl AppState {
                 ack_wait: config.ack_wait,
                 credentials,
                 callback_networks: Networks::parse(&config.callback_allow_nets)?,
+                idempotency_window: config.idempotency_window,
             }),
         })
     }

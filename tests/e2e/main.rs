@@ -5,6 +5,7 @@ mod callbacks;
 mod cancel;
 mod deploy;
 mod faults;
+mod idempotency;
 mod image_resize;
 mod intake;
 mod management;

@@ -316,6 +316,7 @@ pub struct Options {
     pub dispatcher: Option<DispatchConfig>,
     /// `FJORD_CALLBACK_ALLOW_NETS` of the gateway.
     pub gateway_allow_nets: String,
+    pub idempotency_window: Duration,
 }
 
 /// The dispatcher settings tests use: loopback allowed, [`CALLBACK_SECRETS`], quick polls.
@@ -341,6 +342,7 @@ impl Default for Options {
             recorder: true,
             dispatcher: Some(dispatch_config()),
             gateway_allow_nets: CALLBACK_ALLOW_NETS.into(),
+            idempotency_window: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -621,6 +623,7 @@ async fn serve_gateway(
                 password: PASSWORD.into(),
             },
             callback_networks: Networks::parse(&options.gateway_allow_nets).unwrap(),
+            idempotency_window: options.idempotency_window,
         }),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

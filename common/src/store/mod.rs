@@ -440,6 +440,23 @@ impl Store {
             .await?)
     }
 
+    /// Which of these calls exist: their function and when they were accepted.
+    pub async fn created(
+        &self,
+        ids: &[CallId],
+    ) -> Result<Vec<(CallId, String, DateTime<Utc>)>, Error> {
+        let rows: Vec<(Uuid, String, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT call_id, function, created_at FROM invocations WHERE call_id = ANY($1)",
+        )
+        .bind(ids.iter().map(|id| id.0).collect::<Vec<_>>())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, f, at)| (CallId(id), f, at))
+            .collect())
+    }
+
     pub async fn result(&self, call_id: CallId) -> Result<Option<ResultRow>, Error> {
         type Stored = (
             Option<sqlx::types::Json<Vec<(String, String)>>>,

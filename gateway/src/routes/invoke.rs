@@ -13,6 +13,7 @@ use fjord_common::{CallId, FunctionName};
 use futures::StreamExt;
 
 use super::extract::ApiPath;
+use super::idempotency::{self, Identity};
 use crate::AppState;
 use crate::error::ApiError;
 
@@ -20,6 +21,12 @@ use crate::error::ApiError;
 struct Accepted {
     call_id: CallId,
     start_time_ns: i64,
+}
+
+/// A request ready to publish, or a repeat of a call accepted before (see [`idempotency`]).
+enum Prepared {
+    Call(CallMeta, Bytes),
+    Repeat(Accepted),
 }
 
 /// Validates the request and builds its meta; the call is not yet published.
@@ -30,7 +37,7 @@ async fn prepare(
     uri: &Uri,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(CallMeta, Bytes), ApiError> {
+) -> Result<Prepared, ApiError> {
     let raw_name = params.get("name").map(String::as_str).unwrap_or_default();
     let name: FunctionName = raw_name
         .parse()
@@ -47,17 +54,18 @@ async fn prepare(
             ApiError::BadBody(rejection.body_text())
         }
     })?;
-    let call_id = match headers.get("x-call-id") {
-        None => CallId::new(),
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| ApiError::InvalidCallId("must be a UUID".into()))?,
-    };
     let callback_url = match headers.get("x-callback-url") {
         None => None,
         Some(v) => Some(callback_url(state, v).await?),
+    };
+    let call_id = match idempotency::identify(state, &name, headers).await? {
+        Identity::New(id) => id,
+        Identity::Repeat(call_id, at) => {
+            return Ok(Prepared::Repeat(Accepted {
+                call_id,
+                start_time_ns: at.timestamp_nanos_opt().unwrap_or_default(),
+            }));
+        }
     };
     let traceparent = fjord_common::trace::traceparent_for(
         call_id,
@@ -90,7 +98,7 @@ async fn prepare(
         first_attempt: 0,
         redrive: 0,
     };
-    Ok((meta, body))
+    Ok(Prepared::Call(meta, body))
 }
 
 /// An absolute http(s) URL whose host resolves only to addresses callbacks may reach (see
@@ -166,10 +174,18 @@ pub async fn asynchronous(
             allowed: "POST, DELETE",
         });
     }
-    let (meta, body) = prepare(&state, &params, &method, &uri, &headers, body).await?;
-    let accepted = publish(&state, meta, body).await?;
+    let (accepted, repeated) = match prepare(&state, &params, &method, &uri, &headers, body).await?
+    {
+        Prepared::Call(meta, body) => (publish(&state, meta, body).await?, false),
+        Prepared::Repeat(accepted) => (accepted, true),
+    };
     let mut response = StatusCode::ACCEPTED.into_response();
     call_headers(&mut response, &accepted);
+    if repeated {
+        response
+            .headers_mut()
+            .insert("x-fjord-repeated", HeaderValue::from_static("true"));
+    }
     Ok(response)
 }
 
@@ -189,7 +205,12 @@ pub async fn synchronous(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let (meta, body) = prepare(&state, &params, &method, &uri, &headers, body).await?;
+    let (meta, body) = match prepare(&state, &params, &method, &uri, &headers, body).await? {
+        Prepared::Call(meta, body) => (meta, body),
+        Prepared::Repeat(accepted) => {
+            return Err(ApiError::DuplicateCall(accepted.call_id.to_string()));
+        }
+    };
     // Subscribe before publishing so the outcome cannot slip past.
     let mut events = state
         .queue

@@ -6,6 +6,7 @@ mod cancel;
 mod dead_letters;
 mod extract;
 mod functions;
+mod idempotency;
 mod invoke;
 mod packages;
 mod queues;
