@@ -25,7 +25,7 @@ struct Accepted {
 
 /// A request ready to publish, or a repeat of a call accepted before (see [`idempotency`]).
 enum Prepared {
-    Call(CallMeta, Bytes),
+    Call(Box<CallMeta>, Bytes),
     Repeat(Accepted),
 }
 
@@ -98,7 +98,7 @@ async fn prepare(
         first_attempt: 0,
         redrive: 0,
     };
-    Ok(Prepared::Call(meta, body))
+    Ok(Prepared::Call(Box::new(meta), body))
 }
 
 /// An absolute http(s) URL whose host resolves only to addresses callbacks may reach (see
@@ -176,7 +176,7 @@ pub async fn asynchronous(
     }
     let (accepted, repeated) = match prepare(&state, &params, &method, &uri, &headers, body).await?
     {
-        Prepared::Call(meta, body) => (publish(&state, meta, body).await?, false),
+        Prepared::Call(meta, body) => (publish(&state, *meta, body).await?, false),
         Prepared::Repeat(accepted) => (accepted, true),
     };
     let mut response = StatusCode::ACCEPTED.into_response();
@@ -206,7 +206,7 @@ pub async fn synchronous(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let (meta, body) = match prepare(&state, &params, &method, &uri, &headers, body).await? {
-        Prepared::Call(meta, body) => (meta, body),
+        Prepared::Call(meta, body) => (*meta, body),
         Prepared::Repeat(accepted) => {
             return Err(ApiError::DuplicateCall(accepted.call_id.to_string()));
         }
