@@ -190,7 +190,15 @@ impl Queue {
 
     pub async fn from_client(client: async_nats::Client, names: Names) -> Result<Self, Error> {
         let js = jetstream::new(client.clone());
-        let max_payload = client.server_info().max_payload;
+        // With `retry_on_initial_connect` the client may not have met the server yet, and its
+        // server info is empty until it has: wait for the connection before sizing bodies.
+        if client.server_info().max_payload == 0 {
+            let _ = tokio::time::timeout(Duration::from_secs(10), client.flush()).await;
+        }
+        let max_payload = match client.server_info().max_payload {
+            0 => 1024 * 1024,
+            n => n,
+        };
         let inline_limit = max_payload.saturating_sub(META_ROOM).max(1024);
         let bodies = ensure(&js, &names).await?;
         Ok(Queue {
@@ -438,6 +446,34 @@ impl Queue {
             }
         }
         Ok(stats)
+    }
+
+    /// Caps the stream at `max_bytes` (0: no cap) with discard-new, so JetStream refuses a
+    /// publish rather than drop a stored call. The control process applies its setting at
+    /// start.
+    pub async fn limit_stream_bytes(&self, max_bytes: u64) -> Result<(), Error> {
+        let mut config = self
+            .stream()
+            .await?
+            .get_info()
+            .await
+            .map_err(Error::nats)?
+            .config;
+        let wanted = if max_bytes == 0 { -1 } else { max_bytes as i64 };
+        if config.max_bytes == wanted && config.discard == stream::DiscardPolicy::New {
+            return Ok(());
+        }
+        config.max_bytes = wanted;
+        config.discard = stream::DiscardPolicy::New;
+        self.js.update_stream(config).await.map_err(Error::nats)?;
+        Ok(())
+    }
+
+    /// Bytes stored in the stream and its byte cap (`None`: uncapped).
+    pub async fn stream_bytes(&self) -> Result<(u64, Option<u64>), Error> {
+        let info = self.stream().await?.get_info().await.map_err(Error::nats)?;
+        let cap = (info.config.max_bytes > 0).then_some(info.config.max_bytes as u64);
+        Ok((info.state.bytes, cap))
     }
 
     /// The stream's last sequence and the recorder's acknowledged floor: when the floor has

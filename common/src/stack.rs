@@ -233,6 +233,7 @@ impl FunctionSpec {
         }
         self.scale_min()?;
         self.max_inflight()?;
+        self.queue_max()?;
         crate::callback::Policy::for_spec(self)?;
         crate::retry::RetryPolicy::for_spec(self)?;
         self.memory_limit()?;
@@ -274,6 +275,21 @@ impl FunctionSpec {
     /// Worker processes to keep running: `com.openfaas.scale.min`, default 1.
     pub fn scale_min(&self) -> Result<u32, Error> {
         self.setting_u32("com.openfaas.scale.min", 1)
+    }
+
+    /// The most calls the function may have queued or running (`com.fjord.queue.max`); beyond
+    /// it intake answers 429. `None`: no cap but the stream's.
+    pub fn queue_max(&self) -> Result<Option<u64>, Error> {
+        match self.setting("com.fjord.queue.max") {
+            None => Ok(None),
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(n) if n > 0 => Ok(Some(n)),
+                _ => Err(Error::invalid(
+                    "com.fjord.queue.max",
+                    format!("{v:?} is not a whole number above 0"),
+                )),
+            },
+        }
     }
 
     /// Calls one worker runs at once: the `max_inflight` environment variable. Defaults by

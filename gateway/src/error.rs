@@ -64,6 +64,8 @@ pub enum ApiError {
     NotRedrivable(String),
     #[error("the call did not finish within {0} s; it carries on asynchronously")]
     SyncTimeout(u64),
+    #[error("{0}; the call was not accepted")]
+    QueueFull(String),
     #[error("the queue (NATS JetStream) is unavailable; the call was not accepted")]
     QueueUnavailable,
     #[error("the database is unavailable")]
@@ -101,6 +103,7 @@ impl ApiError {
             ApiError::AlreadyFinal(_) => "already_final",
             ApiError::NotRedrivable(_) => "not_redrivable",
             ApiError::SyncTimeout(_) => "sync_timeout",
+            ApiError::QueueFull(_) => "queue_full",
             ApiError::QueueUnavailable => "queue_unavailable",
             ApiError::DatabaseUnavailable => "database_unavailable",
             ApiError::NotYetRecorded => "not_yet_recorded",
@@ -133,6 +136,7 @@ impl ApiError {
             | ApiError::DuplicateCall(_)
             | ApiError::NotRedrivable(_) => StatusCode::CONFLICT,
             ApiError::SyncTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::QueueUnavailable
             | ApiError::DatabaseUnavailable
             | ApiError::NotYetRecorded => StatusCode::SERVICE_UNAVAILABLE,
@@ -190,6 +194,7 @@ impl IntoResponse for ApiError {
                 );
             }
             ApiError::QueueUnavailable
+            | ApiError::QueueFull(_)
             | ApiError::DatabaseUnavailable
             | ApiError::NotYetRecorded => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod pressure;
 pub mod routes;
 
 use std::sync::Arc;
@@ -18,6 +19,8 @@ use fjord_common::store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::pressure::Pressure;
+
 use config::Credentials;
 pub use config::GatewayConfig;
 use fjord_common::functions::Functions;
@@ -28,6 +31,8 @@ pub struct AppState {
     pub queue: Queue,
     pub store: Store,
     pub functions: Functions,
+    /// Queue caps at intake (`com.fjord.queue.max`, the stream's byte cap).
+    pub pressure: Pressure,
     pub settings: Arc<Settings>,
 }
 
@@ -56,8 +61,10 @@ impl AppState {
         let credentials = config.credentials().map_err(anyhow::Error::msg)?;
         let queue = Queue::connect(&config.nats.nats_url, config.nats.names()?).await?;
         let store = Store::connect(&config.database_url, config.db_pool).await?;
-        let functions = Functions::follow(&queue, shutdown).await?;
+        let functions = Functions::follow(&queue, shutdown.clone()).await?;
+        let pressure = Pressure::follow(queue.clone(), functions.clone(), shutdown).await;
         Ok(AppState {
+            pressure,
             queue,
             store,
             functions,

@@ -20,6 +20,7 @@ use fjord_common::services::{LocalNats, LocalPostgres};
 use fjord_common::stack::FunctionSpec;
 use fjord_common::store::{self, Store};
 use fjord_gateway::config::Credentials;
+use fjord_gateway::pressure::Pressure;
 use fjord_gateway::{AppState, Settings};
 use fjord_worker::dispatcher::{self, DispatchConfig};
 use fjord_worker::worker::{self, WorkerOptions};
@@ -317,6 +318,8 @@ pub struct Options {
     /// `FJORD_CALLBACK_ALLOW_NETS` of the gateway.
     pub gateway_allow_nets: String,
     pub idempotency_window: Duration,
+    /// The call stream's byte cap (0: none), set before the gateway starts.
+    pub stream_max_bytes: u64,
 }
 
 /// The dispatcher settings tests use: loopback allowed, [`CALLBACK_SECRETS`], quick polls.
@@ -343,6 +346,7 @@ impl Default for Options {
             dispatcher: Some(dispatch_config()),
             gateway_allow_nets: CALLBACK_ALLOW_NETS.into(),
             idempotency_window: Duration::from_secs(24 * 3600),
+            stream_max_bytes: 0,
         }
     }
 }
@@ -386,6 +390,12 @@ impl Platform {
             .expect("NATS");
         let store = Store::connect(&db.url, 4).await.unwrap();
         let shutdown = CancellationToken::new();
+        if options.stream_max_bytes > 0 {
+            queue
+                .limit_stream_bytes(options.stream_max_bytes)
+                .await
+                .unwrap();
+        }
         let url = serve_gateway(&queue, &store, &options, shutdown.clone()).await;
         if options.recorder {
             let handoff = match &options.dispatcher {
@@ -608,10 +618,12 @@ async fn serve_gateway(
     shutdown: CancellationToken,
 ) -> String {
     let functions = Functions::follow(queue, shutdown.clone()).await.unwrap();
+    let pressure = Pressure::follow(queue.clone(), functions.clone(), shutdown.clone()).await;
     let state = AppState {
         queue: queue.clone(),
         store: store.clone(),
         functions,
+        pressure,
         settings: std::sync::Arc::new(Settings {
             max_body: options.max_body,
             sync_timeout: options.sync_timeout,

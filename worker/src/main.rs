@@ -59,6 +59,10 @@ enum Command {
         /// How long running calls may take to finish after SIGTERM.
         #[arg(long, env = "FJORD_DRAIN_GRACE", default_value = "30s", value_parser = duration_arg)]
         drain_grace: Duration,
+        /// Byte cap of the call stream (0: none but JetStream's own limits); intake answers
+        /// 429 near it instead of letting the disk fill.
+        #[arg(long, env = "FJORD_STREAM_MAX_BYTES", default_value_t = 4 << 30)]
+        stream_max_bytes: u64,
         #[command(flatten)]
         callbacks: CallbackArgs,
     },
@@ -145,9 +149,14 @@ async fn main() -> anyhow::Result<()> {
             db_pool,
             no_spawn,
             drain_grace,
+            stream_max_bytes,
             callbacks,
         } => {
             let dispatch = callbacks.config()?;
+            queue
+                .limit_stream_bytes(stream_max_bytes)
+                .await
+                .context("capping the call stream")?;
             store::migrate(&database_url)
                 .await
                 .context("applying migrations")?;

@@ -125,6 +125,7 @@ async fn publish(state: &AppState, meta: CallMeta, body: Bytes) -> Result<Accept
     ) {
         return Err(ApiError::QueueUnavailable);
     }
+    state.pressure.admit(&meta.function, body.len()).await?;
     let accepted = Accepted {
         call_id: meta.call_id,
         start_time_ns: meta.start_time_ns,
@@ -136,6 +137,10 @@ async fn publish(state: &AppState, meta: CallMeta, body: Bytes) -> Result<Accept
     .await
     {
         Ok(Ok(_)) => Ok(accepted),
+        // JetStream's own cap (discard-new): refused, not dropped.
+        Ok(Err(e)) if e.to_string().contains("maximum bytes") => Err(ApiError::QueueFull(
+            "the queue's storage is full; try again shortly".into(),
+        )),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, call.id = %accepted.call_id, "publish failed");
             Err(ApiError::QueueUnavailable)
