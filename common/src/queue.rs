@@ -299,17 +299,23 @@ impl Queue {
             meta.body = BodyRef::Inline;
             body
         };
-        self.publish_invocation(&meta, &inline).await
+        self.publish_invocation(&meta, &inline, &meta.message_id())
+            .await
     }
 
     /// Publishes an invocation whose body is already where `meta.body` says (inline: `inline`)
-    /// and waits for the ack. The message id ([`CallMeta::message_id`]) makes a re-sent
+    /// and waits for the ack. The message id (usually [`CallMeta::message_id`]) makes a re-sent
     /// message stored once.
-    pub async fn publish_invocation(&self, meta: &CallMeta, inline: &[u8]) -> Result<u64, Error> {
+    pub async fn publish_invocation(
+        &self,
+        meta: &CallMeta,
+        inline: &[u8],
+        message_id: &str,
+    ) -> Result<u64, Error> {
         let payload = invocation::encode(meta, inline);
         let subject = self.names.invoke(&meta.function);
         let mut headers = schema_headers();
-        headers.insert("Nats-Msg-Id", meta.message_id().as_str());
+        headers.insert("Nats-Msg-Id", message_id);
         self.publish(subject, headers, payload).await
     }
 

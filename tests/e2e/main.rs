@@ -5,6 +5,7 @@ mod backpressure;
 mod callbacks;
 mod cancel;
 mod deploy;
+mod drain;
 mod faults;
 mod idempotency;
 mod image_resize;

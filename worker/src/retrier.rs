@@ -97,7 +97,9 @@ async fn handle(queue: &Queue, functions: &Functions, message: Message) {
     } else {
         let mut next = call.clone();
         next.first_attempt = retrying.attempt + 1;
-        queue.publish_invocation(&next, &inline).await
+        queue
+            .publish_invocation(&next, &inline, &next.message_id())
+            .await
     };
     match published {
         Ok(_) => {

@@ -9,8 +9,9 @@
 //! ends the call `dead`, with its request kept for a redrive.
 //!
 //! Shutdown: the loop stops pulling, hands back any message that still arrives, and lets running
-//! calls finish within the grace period. Calls still running when it ends are abandoned: their
-//! messages are nak'd for immediate redelivery and their attempt is never published.
+//! calls finish within the grace period. Calls still running when it ends are abandoned: each is
+//! handed back for immediate redelivery as the same attempt, and the interrupted run's outcome
+//! is never published.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -357,7 +358,7 @@ async fn handle(shared: Arc<Shared>, message: Message, _slot: OwnedSemaphorePerm
         let Some((mut finished, body)) =
             execute(&shared, &message, &meta, inline.clone(), attempt).await
         else {
-            let _ = message.ack_with(AckKind::Nak(None)).await;
+            hand_back(&shared, &message, &meta, &inline, attempt).await;
             return;
         };
         let retryable = finished.status == FinalStatus::Failed
@@ -400,6 +401,36 @@ async fn handle(shared: Arc<Shared>, message: Message, _slot: OwnedSemaphorePerm
     }
     .instrument(span)
     .await
+}
+
+/// Hands a call abandoned at the end of the drain grace back for immediate redelivery as the
+/// same attempt: published again starting at `attempt`, then acknowledged, so the interrupted
+/// run costs no attempt (a nak would count its delivery). The new message's id names the
+/// original's stream sequence, so a worker that dies between the two steps is de-duplicated.
+/// If NATS does not take it, the message is nak'd instead.
+async fn hand_back(
+    shared: &Shared,
+    message: &Message,
+    meta: &CallMeta,
+    inline: &Bytes,
+    attempt: u32,
+) {
+    let mut again = meta.clone();
+    again.first_attempt = attempt;
+    let seq = message
+        .info()
+        .map(|i| i.stream_sequence)
+        .unwrap_or_default();
+    let id = format!("{}.h{seq}", again.message_id());
+    let publish = shared.queue.publish_invocation(&again, inline, &id);
+    match tokio::time::timeout(Duration::from_secs(2), publish).await {
+        Ok(Ok(_)) => {
+            let _ = message.double_ack().await;
+        }
+        _ => {
+            let _ = message.ack_with(AckKind::Nak(None)).await;
+        }
+    }
 }
 
 /// The request of a call about to be recorded `dead`, with its body moved out of band so it
