@@ -41,6 +41,10 @@ pub struct GatewayConfig {
     /// How long repeats of a POST with the same `Idempotency-Key` name the same call.
     #[arg(long, env = "FJORD_IDEMPOTENCY_WINDOW", default_value = "24h", value_parser = duration_arg)]
     pub idempotency_window: Duration,
+    /// `DATABASE_URL` points at PgBouncer in transaction-pooling mode: run every read in a
+    /// transaction of unnamed statements.
+    #[arg(long, env = "FJORD_PGBOUNCER", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    pub pgbouncer: bool,
     /// PostgreSQL connections for reads.
     #[arg(long, env = "FJORD_GATEWAY_DB_POOL", default_value_t = 4)]
     pub db_pool: u32,

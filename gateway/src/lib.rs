@@ -60,7 +60,8 @@ impl AppState {
     ) -> anyhow::Result<Self> {
         let credentials = config.credentials().map_err(anyhow::Error::msg)?;
         let queue = Queue::connect(&config.nats.nats_url, config.nats.names()?).await?;
-        let store = Store::connect(&config.database_url, config.db_pool).await?;
+        let store =
+            Store::connect_with(&config.database_url, config.db_pool, config.pgbouncer).await?;
         let functions = Functions::follow(&queue, shutdown.clone()).await?;
         let pressure = Pressure::follow(queue.clone(), functions.clone(), shutdown).await;
         Ok(AppState {

@@ -12,6 +12,7 @@ mod image_resize;
 mod intake;
 mod management;
 mod pdf;
+mod pgbouncer;
 mod properties;
 mod quickstart;
 mod retries;

@@ -234,11 +234,11 @@ pub async fn nats_url() -> String {
 pub struct TestDb {
     pub url: String,
     admin_url: String,
-    name: String,
+    pub name: String,
 }
 
 /// `url` with its database replaced.
-fn with_database(url: &str, database: &str) -> String {
+pub fn with_database(url: &str, database: &str) -> String {
     let mut u = url::Url::parse(url).expect("database URL");
     u.set_path(&format!("/{database}"));
     u.to_string()
@@ -320,6 +320,9 @@ pub struct Options {
     pub idempotency_window: Duration,
     /// The call stream's byte cap (0: none), set before the gateway starts.
     pub stream_max_bytes: u64,
+    /// A PgBouncer (transaction pooling) URL on the test database's server: the platform's
+    /// store goes through it, with `FJORD_PGBOUNCER`'s behaviour.
+    pub pgbouncer_url: Option<String>,
 }
 
 /// The dispatcher settings tests use: loopback allowed, [`CALLBACK_SECRETS`], quick polls.
@@ -347,6 +350,7 @@ impl Default for Options {
             gateway_allow_nets: CALLBACK_ALLOW_NETS.into(),
             idempotency_window: Duration::from_secs(24 * 3600),
             stream_max_bytes: 0,
+            pgbouncer_url: None,
         }
     }
 }
@@ -388,7 +392,12 @@ impl Platform {
         let queue = Queue::connect(&nats_url, Names::new(&prefix).unwrap())
             .await
             .expect("NATS");
-        let store = Store::connect(&db.url, 4).await.unwrap();
+        let store = match &options.pgbouncer_url {
+            None => Store::connect(&db.url, 4).await.unwrap(),
+            Some(url) => Store::connect_with(&with_database(url, &db.name), 4, true)
+                .await
+                .unwrap(),
+        };
         let shutdown = CancellationToken::new();
         if options.stream_max_bytes > 0 {
             queue
@@ -680,6 +689,20 @@ pub fn bin(name: &str) -> PathBuf {
         build
             .current_dir(&workspace)
             .args(["build", "--quiet", "--workspace", "--bins"]);
+        // The test runner's own CARGO_* variables (package name, manifest dir, ...) would be
+        // seen by build scripts that rerun on environment changes, rebuilding half the
+        // dependency tree on every test run: build as a plain `cargo build` would.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy().into_owned();
+            let keep =
+                ["CARGO_HOME", "CARGO_TARGET_DIR", "CARGO_INCREMENTAL"].contains(&key.as_str());
+            if (key.starts_with("CARGO_") && !keep)
+                || key.starts_with("NEXTEST")
+                || key == "OUT_DIR"
+            {
+                build.env_remove(&key);
+            }
+        }
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
         }

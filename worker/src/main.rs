@@ -50,6 +50,13 @@ enum Command {
         /// PostgreSQL URL (migrations are applied at start over this direct connection).
         #[arg(long, env = "DATABASE_URL")]
         database_url: String,
+        /// A direct PostgreSQL URL for the migrations, when `DATABASE_URL` goes through
+        /// PgBouncer (they take a session lock, which transaction pooling cannot hold).
+        #[arg(long, env = "FJORD_MIGRATION_DATABASE_URL")]
+        migration_database_url: Option<String>,
+        /// `DATABASE_URL` points at PgBouncer in transaction-pooling mode.
+        #[arg(long, env = "FJORD_PGBOUNCER", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+        pgbouncer: bool,
         /// Connections the recorder may hold.
         #[arg(long, env = "FJORD_CONTROL_DB_POOL", default_value_t = 4)]
         db_pool: u32,
@@ -146,6 +153,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Control {
             database_url,
+            migration_database_url,
+            pgbouncer,
             db_pool,
             no_spawn,
             drain_grace,
@@ -157,10 +166,10 @@ async fn main() -> anyhow::Result<()> {
                 .limit_stream_bytes(stream_max_bytes)
                 .await
                 .context("capping the call stream")?;
-            store::migrate(&database_url)
+            store::migrate(migration_database_url.as_deref().unwrap_or(&database_url))
                 .await
                 .context("applying migrations")?;
-            let store = Store::connect(&database_url, db_pool).await?;
+            let store = Store::connect_with(&database_url, db_pool, pgbouncer).await?;
             let options = ControlOptions {
                 worker_exe: std::env::current_exe()?,
                 spawn_workers: !no_spawn,

@@ -28,10 +28,12 @@ use tokio::time::{Instant, sleep, timeout};
 
 mod install;
 mod nats;
+mod pgbouncer;
 mod postgres;
 
 pub use install::{install, install_command};
 pub use nats::{LocalNats, find_nats_server};
+pub use pgbouncer::LocalPgBouncer;
 pub use postgres::{Durability, LocalPostgres, find_postgres_bin_dir};
 
 const POLL: Duration = Duration::from_millis(25);

@@ -329,7 +329,7 @@ fn is_alive(pid: Pid) -> bool {
     proc_state(&pid.to_string()).is_some_and(|(state, _)| state != 'Z' && state != 'X')
 }
 
-fn postgres_user() -> Result<(Uid, Gid), ServiceError> {
+pub(super) fn postgres_user() -> Result<(Uid, Gid), ServiceError> {
     match User::from_name("postgres").map_err(io::Error::from)? {
         Some(user) => Ok((user.uid, user.gid)),
         None => Err(pg_error(

@@ -114,7 +114,7 @@ impl Store {
         limit: i64,
         busy_hosts: &[String],
     ) -> Result<Vec<Callback>, Error> {
-        let rows: Vec<ClaimedRow> = sqlx::query_as(
+        let rows: Vec<ClaimedRow> = self.run(async |c, p| sqlx::query_as(
             "UPDATE invocations AS i
              SET callback_lease = $1, callback_lease_until = now() + make_interval(secs => $2)
              FROM (SELECT call_id FROM invocations
@@ -133,8 +133,7 @@ impl Store {
         .bind(lease_for.as_secs_f64())
         .bind(busy_hosts)
         .bind(limit)
-        .fetch_all(self.pool())
-        .await?;
+        .persistent(p).fetch_all(c).await).await?;
         Ok(rows
             .into_iter()
             .map(|r| {
@@ -202,6 +201,7 @@ impl Store {
         )
         .bind(&outcomes)
         .bind(&next)
+        .persistent(self.prepared())
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -215,7 +215,7 @@ impl Store {
         .bind(attempts.iter().map(|a| a.lease).collect::<Vec<_>>())
         .bind(&outcomes)
         .bind(&next)
-        .execute(&mut *tx)
+        .persistent(self.prepared()).execute(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(())
@@ -226,40 +226,48 @@ impl Store {
         if calls.is_empty() {
             return Ok(());
         }
-        sqlx::query(
-            "UPDATE invocations SET callback_lease = NULL, callback_lease_until = NULL
+        self.run(async |c, p| {
+            sqlx::query(
+                "UPDATE invocations SET callback_lease = NULL, callback_lease_until = NULL
              WHERE call_id = ANY($1) AND callback_lease = $2",
-        )
-        .bind(calls.iter().map(|c| c.0).collect::<Vec<_>>())
-        .bind(lease)
-        .execute(self.pool())
+            )
+            .bind(calls.iter().map(|c| c.0).collect::<Vec<_>>())
+            .bind(lease)
+            .persistent(p)
+            .execute(c)
+            .await
+        })
         .await?;
         Ok(())
     }
 
     /// The delivery log of a call's callback, oldest attempt first.
     pub async fn callback_log(&self, call_id: CallId) -> Result<Vec<AttemptRow>, Error> {
-        Ok(sqlx::query_as(
+        Ok(self.run(async |c, p| sqlx::query_as(
             "SELECT at, url, webhook_id, status_code, error, duration_seconds, outcome, next_attempt_at
              FROM callback_attempts WHERE call_id = $1 ORDER BY id",
         )
         .bind(call_id.0)
-        .fetch_all(self.pool())
-        .await?)
+        .persistent(p).fetch_all(c).await).await?)
     }
 
     /// Schedules a final call's callback to be sent again now, as a fresh round of attempts
     /// (same `webhook-id`).
     pub async fn redeliver_callback(&self, call_id: CallId) -> Result<Redelivery, Error> {
-        let done = sqlx::query(
-            "UPDATE invocations
+        let done = self
+            .run(async |c, p| {
+                sqlx::query(
+                    "UPDATE invocations
              SET callback_state = 'pending', callback_attempts = 0, callback_round_at = now(),
                  callback_next_at = now(), callback_lease = NULL, callback_lease_until = NULL
              WHERE call_id = $1 AND final_seq IS NOT NULL AND callback_url IS NOT NULL",
-        )
-        .bind(call_id.0)
-        .execute(self.pool())
-        .await?;
+                )
+                .bind(call_id.0)
+                .persistent(p)
+                .execute(c)
+                .await
+            })
+            .await?;
         if done.rows_affected() == 1 {
             return Ok(Redelivery::Scheduled);
         }

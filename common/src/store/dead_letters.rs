@@ -64,10 +64,12 @@ impl Store {
         )
         .bind(redriven.iter().map(|r| r.0).collect::<Vec<_>>())
         .bind(redriven.iter().map(|r| r.1).collect::<Vec<_>>())
+        .persistent(self.prepared())
         .fetch_all(&mut **tx)
         .await?;
         sqlx::query("DELETE FROM dead_letters WHERE call_id = ANY($1)")
             .bind(&reset)
+            .persistent(self.prepared())
             .execute(&mut **tx)
             .await?;
         Ok(())
@@ -104,21 +106,26 @@ impl Store {
                 .collect::<Vec<_>>(),
         )
         .bind(kept.iter().map(|(_, b)| b.clone()).collect::<Vec<_>>())
-        .execute(&mut **tx)
+        .persistent(self.prepared()).execute(&mut **tx)
         .await?;
         Ok(())
     }
 
     /// The dead letter of a call that is `dead` now, if its request was kept.
     pub async fn dead_letter(&self, call_id: CallId) -> Result<Option<DeadLetter>, Error> {
-        let row: Option<Row> = sqlx::query_as(
-            "SELECT d.call_id, d.meta, d.body, i.redrives
+        let row: Option<Row> = self
+            .run(async |c, p| {
+                sqlx::query_as(
+                    "SELECT d.call_id, d.meta, d.body, i.redrives
              FROM dead_letters d JOIN invocations i USING (call_id)
              WHERE d.call_id = $1 AND i.status = 'dead'",
-        )
-        .bind(call_id.0)
-        .fetch_optional(&self.pool)
-        .await?;
+                )
+                .bind(call_id.0)
+                .persistent(p)
+                .fetch_optional(c)
+                .await
+            })
+            .await?;
         Ok(row.map(dead_letter))
     }
 
@@ -130,18 +137,23 @@ impl Store {
         after: Option<CallId>,
         limit: i64,
     ) -> Result<Vec<DeadLetter>, Error> {
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT d.call_id, d.meta, d.body, i.redrives
+        let rows: Vec<Row> = self
+            .run(async |c, p| {
+                sqlx::query_as(
+                    "SELECT d.call_id, d.meta, d.body, i.redrives
              FROM dead_letters d JOIN invocations i USING (call_id)
              WHERE d.function = $1 AND ($2::uuid IS NULL OR d.call_id > $2) AND i.status = 'dead'
              ORDER BY d.call_id
              LIMIT $3",
-        )
-        .bind(function)
-        .bind(after.map(|a| a.0))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+                )
+                .bind(function)
+                .bind(after.map(|a| a.0))
+                .bind(limit)
+                .persistent(p)
+                .fetch_all(c)
+                .await
+            })
+            .await?;
         Ok(rows.into_iter().map(dead_letter).collect())
     }
 }

@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::invocation::{CallMeta, Finished, Retrying};
@@ -279,21 +279,61 @@ const COLUMNS: &str = "call_id, function, status, attempts, callback_url, create
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
+    /// Through PgBouncer's transaction pooling (see [`Store::connect_with`]).
+    pgbouncer: bool,
 }
 
 impl Store {
     /// A pool of at most `max_connections`; connections are opened lazily.
     pub async fn connect(database_url: &str, max_connections: u32) -> Result<Self, Error> {
-        let options = connect_options(database_url)?;
+        Self::connect_with(database_url, max_connections, false).await
+    }
+
+    /// [`Store::connect`], through PgBouncer's transaction pooling when `pgbouncer`
+    /// (`FJORD_PGBOUNCER`): every operation is then one transaction of unnamed statements,
+    /// since only inside a transaction does PgBouncer keep one server connection from a
+    /// statement's preparation to its execution, and a named statement would be left on a
+    /// server connection another client gets next.
+    pub async fn connect_with(
+        database_url: &str,
+        max_connections: u32,
+        pgbouncer: bool,
+    ) -> Result<Self, Error> {
+        let mut options = connect_options(database_url)?;
+        if pgbouncer {
+            options = options.statement_cache_capacity(0);
+        }
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(3))
             .connect_lazy_with(options);
-        Ok(Store { pool })
+        Ok(Store { pool, pgbouncer })
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Whether statements may be prepared and kept on the connection.
+    fn prepared(&self) -> bool {
+        !self.pgbouncer
+    }
+
+    /// Runs one operation on one connection, in a transaction through PgBouncer (see
+    /// [`Store::connect_with`]); `op` gets the connection and whether to prepare statements.
+    async fn run<T>(
+        &self,
+        op: impl AsyncFnOnce(&mut PgConnection, bool) -> Result<T, sqlx::Error>,
+    ) -> Result<T, Error> {
+        if self.pgbouncer {
+            let mut tx = self.pool.begin().await?;
+            let out = op(&mut tx, false).await?;
+            tx.commit().await?;
+            Ok(out)
+        } else {
+            let mut conn = self.pool.acquire().await?;
+            Ok(op(&mut conn, true).await?)
+        }
     }
 
     /// Applies a batch in one transaction. Returns the calls whose final state this batch
@@ -412,7 +452,7 @@ impl Store {
         .bind(rows.iter().map(|r| r.next_attempt_at).collect::<Vec<_>>())
         .bind(lease.map(|(id, _)| id))
         .bind(lease_seconds)
-        .fetch_all(&mut *tx)
+        .persistent(self.prepared()).fetch_all(&mut *tx)
         .await?;
         let ours: HashMap<Uuid, i64> = rows
             .iter()
@@ -434,9 +474,14 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM invocations WHERE call_id = $1"
         ));
-        Ok(sqlx::query_as(sql)
-            .bind(call_id.0)
-            .fetch_optional(&self.pool)
+        Ok(self
+            .run(async |c, p| {
+                sqlx::query_as(sql)
+                    .bind(call_id.0)
+                    .persistent(p)
+                    .fetch_optional(c)
+                    .await
+            })
             .await?)
     }
 
@@ -445,12 +490,17 @@ impl Store {
         &self,
         ids: &[CallId],
     ) -> Result<Vec<(CallId, String, DateTime<Utc>)>, Error> {
-        let rows: Vec<(Uuid, String, DateTime<Utc>)> = sqlx::query_as(
-            "SELECT call_id, function, created_at FROM invocations WHERE call_id = ANY($1)",
-        )
-        .bind(ids.iter().map(|id| id.0).collect::<Vec<_>>())
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<(Uuid, String, DateTime<Utc>)> = self
+            .run(async |c, p| {
+                sqlx::query_as(
+                    "SELECT call_id, function, created_at FROM invocations WHERE call_id = ANY($1)",
+                )
+                .bind(ids.iter().map(|id| id.0).collect::<Vec<_>>())
+                .persistent(p)
+                .fetch_all(c)
+                .await
+            })
+            .await?;
         Ok(rows
             .into_iter()
             .map(|(id, f, at)| (CallId(id), f, at))
@@ -462,12 +512,11 @@ impl Store {
             Option<sqlx::types::Json<Vec<(String, String)>>>,
             Option<Vec<u8>>,
         );
-        let row: Option<Stored> = sqlx::query_as(
+        let row: Option<Stored> = self.run(async |c, p| sqlx::query_as(
             "SELECT result_headers, result_body FROM invocations WHERE call_id = $1 AND final_seq IS NOT NULL",
         )
         .bind(call_id.0)
-        .fetch_optional(&self.pool)
-        .await?;
+        .persistent(p).fetch_optional(c).await).await?;
         Ok(row.map(|(headers, body)| ResultRow {
             headers: headers.map(|j| j.0).unwrap_or_default(),
             body: body.unwrap_or_default(),
@@ -484,13 +533,18 @@ impl Store {
              ORDER BY created_at DESC, call_id DESC
              LIMIT $5"
         ));
-        Ok(sqlx::query_as(sql)
-            .bind(filter.function.as_deref())
-            .bind(filter.status.as_deref())
-            .bind(filter.before.map(|b| b.0))
-            .bind(filter.before.map(|b| b.1))
-            .bind(filter.limit)
-            .fetch_all(&self.pool)
+        Ok(self
+            .run(async |c, p| {
+                sqlx::query_as(sql)
+                    .bind(filter.function.as_deref())
+                    .bind(filter.status.as_deref())
+                    .bind(filter.before.map(|b| b.0))
+                    .bind(filter.before.map(|b| b.1))
+                    .bind(filter.limit)
+                    .persistent(p)
+                    .fetch_all(c)
+                    .await
+            })
             .await?)
     }
 
@@ -500,13 +554,18 @@ impl Store {
         &self,
         functions: &[String],
     ) -> Result<HashMap<String, i64>, Error> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT f, (SELECT count(*) FROM invocations WHERE function = f)
+        let rows: Vec<(String, i64)> = self
+            .run(async |c, p| {
+                sqlx::query_as(
+                    "SELECT f, (SELECT count(*) FROM invocations WHERE function = f)
              FROM unnest($1::text[]) AS f",
-        )
-        .bind(functions)
-        .fetch_all(&self.pool)
-        .await?;
+                )
+                .bind(functions)
+                .persistent(p)
+                .fetch_all(c)
+                .await
+            })
+            .await?;
         Ok(rows.into_iter().collect())
     }
 }
