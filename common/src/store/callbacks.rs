@@ -243,12 +243,12 @@ impl Store {
 
     /// The delivery log of a call's callback, oldest attempt first.
     pub async fn callback_log(&self, call_id: CallId) -> Result<Vec<AttemptRow>, Error> {
-        Ok(self.run(async |c, p| sqlx::query_as(
+        self.run(async |c, p| sqlx::query_as(
             "SELECT at, url, webhook_id, status_code, error, duration_seconds, outcome, next_attempt_at
              FROM callback_attempts WHERE call_id = $1 ORDER BY id",
         )
         .bind(call_id.0)
-        .persistent(p).fetch_all(c).await).await?)
+        .persistent(p).fetch_all(c).await).await
     }
 
     /// Schedules a final call's callback to be sent again now, as a fresh round of attempts

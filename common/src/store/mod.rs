@@ -474,15 +474,14 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM invocations WHERE call_id = $1"
         ));
-        Ok(self
-            .run(async |c, p| {
-                sqlx::query_as(sql)
-                    .bind(call_id.0)
-                    .persistent(p)
-                    .fetch_optional(c)
-                    .await
-            })
-            .await?)
+        self.run(async |c, p| {
+            sqlx::query_as(sql)
+                .bind(call_id.0)
+                .persistent(p)
+                .fetch_optional(c)
+                .await
+        })
+        .await
     }
 
     /// Which of these calls exist: their function and when they were accepted.
@@ -533,19 +532,18 @@ impl Store {
              ORDER BY created_at DESC, call_id DESC
              LIMIT $5"
         ));
-        Ok(self
-            .run(async |c, p| {
-                sqlx::query_as(sql)
-                    .bind(filter.function.as_deref())
-                    .bind(filter.status.as_deref())
-                    .bind(filter.before.map(|b| b.0))
-                    .bind(filter.before.map(|b| b.1))
-                    .bind(filter.limit)
-                    .persistent(p)
-                    .fetch_all(c)
-                    .await
-            })
-            .await?)
+        self.run(async |c, p| {
+            sqlx::query_as(sql)
+                .bind(filter.function.as_deref())
+                .bind(filter.status.as_deref())
+                .bind(filter.before.map(|b| b.0))
+                .bind(filter.before.map(|b| b.1))
+                .bind(filter.limit)
+                .persistent(p)
+                .fetch_all(c)
+                .await
+        })
+        .await
     }
 
     /// Recorded calls per function (OpenFaaS's `invocationCount`): one count per function over
