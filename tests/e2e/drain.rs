@@ -35,9 +35,21 @@ async fn a_stopping_worker_finishes_its_running_calls_and_takes_no_new_ones() {
     let p = Platform::start().await;
     p.deploy("nap", "sleep").await;
     let mut worker = p.spawn_worker("nap");
-    let id = post_sleep(&p, "nap", 1500).await;
+    let id = post_sleep(&p, "nap", 4000).await;
     wait_running(&p, &id).await;
     terminate(&worker);
+    // Once its last pull request has lapsed the stopping worker asks for nothing more.
+    let consumer = p
+        .queue
+        .function_consumer(&"nap".parse().unwrap())
+        .await
+        .unwrap();
+    wait_for(
+        "the worker to stop pulling",
+        Duration::from_secs(5),
+        || async { (consumer.get_info().await.unwrap().num_waiting == 0).then_some(()) },
+    )
+    .await;
     let later = post_sleep(&p, "nap", 0).await;
     let exit = tokio::time::timeout(Duration::from_secs(10), worker.wait())
         .await
@@ -47,13 +59,12 @@ async fn a_stopping_worker_finishes_its_running_calls_and_takes_no_new_ones() {
     let s = p.wait_final(&id, Duration::from_secs(5)).await;
     assert_eq!(s["status"], "succeeded", "{s}");
     assert_eq!(s["attempts"], 1, "{s}");
-    // The call posted after SIGTERM was left for the next worker.
+    // The call posted after SIGTERM was left for the next worker, with no attempt spent.
     assert_eq!(p.status(&later).await["status"], "queued");
     let mut next = p.spawn_worker("nap");
-    assert_eq!(
-        p.wait_final(&later, Duration::from_secs(20)).await["status"],
-        "succeeded"
-    );
+    let s = p.wait_final(&later, Duration::from_secs(20)).await;
+    assert_eq!(s["status"], "succeeded", "{s}");
+    assert_eq!(s["attempts"], 1, "{s}");
     next.start_kill().unwrap();
 }
 

@@ -2,6 +2,7 @@
 //! test has its own database and NATS prefix, so they run in parallel.
 
 mod backpressure;
+mod bad_input;
 mod callbacks;
 mod cancel;
 mod deploy;

@@ -196,10 +196,11 @@ async fn pull(
             let next = tokio::select! {
                 next = batch.next() => next,
                 _ = shutdown.cancelled() => {
-                    // The pull request stays open on the server until it expires: hand back
-                    // whatever it still delivers instead of letting it wait out the lease.
+                    // The pull request stays open on the server until it expires or has
+                    // delivered what it asked for: hand back whatever it still delivers as
+                    // unrun (no attempt spent) instead of letting it wait out the lease.
                     while let Some(Ok(message)) = batch.next().await {
-                        let _ = message.ack_with(AckKind::Nak(None)).await;
+                        hand_back_unrun(shared, &message).await;
                     }
                     return;
                 }
@@ -428,6 +429,25 @@ async fn hand_back(
             let _ = message.double_ack().await;
         }
         _ => {
+            let _ = message.ack_with(AckKind::Nak(None)).await;
+        }
+    }
+}
+
+/// Hands back a message that arrived while the worker stops, before it ran: as the attempt it
+/// would have been ([`hand_back`]). A nak would spend one of the call's deliveries, so a call
+/// with one attempt could be recorded `dead` without ever running.
+async fn hand_back_unrun(shared: &Shared, message: &Message) {
+    let delivered = message
+        .info()
+        .map(|i| i.delivered.max(1) as u32)
+        .unwrap_or(1);
+    match invocation::decode::<CallMeta>(&message.payload) {
+        Ok((meta, inline)) => {
+            let attempt = meta.attempt(delivered);
+            hand_back(shared, message, &meta, &inline, attempt).await;
+        }
+        Err(_) => {
             let _ = message.ack_with(AckKind::Nak(None)).await;
         }
     }
