@@ -7,6 +7,7 @@ mod callbacks;
 mod cancel;
 mod deploy;
 mod drain;
+mod fault_suite;
 mod faults;
 mod idempotency;
 mod image_resize;
