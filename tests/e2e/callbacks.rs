@@ -168,9 +168,13 @@ async fn failed_and_cancelled_calls_report_their_status() {
     assert!(signed_by_each_secret(&got[1]));
 }
 
+const SYSTEM_PYTHON: &str = "/usr/bin/python3";
+
 #[tokio::test]
 async fn a_standard_webhooks_library_verifies_the_signature() {
-    let present = std::process::Command::new("python3")
+    // The system Python, where `.ci/run` installs the package (not whatever `python3` a
+    // version manager puts first on PATH).
+    let present = std::process::Command::new(SYSTEM_PYTHON)
         .args(["-c", "import standardwebhooks"])
         .status()
         .is_ok_and(|s| s.success());
@@ -202,7 +206,7 @@ async fn a_standard_webhooks_library_verifies_the_signature() {
                   \x20   print('a wrong secret verified')\n\
                   except Exception:\n\
                   \x20   print('verified')\n";
-    let out = tokio::process::Command::new("python3")
+    let out = tokio::process::Command::new(SYSTEM_PYTHON)
         .args(["-c", script])
         .arg(dir.join("headers.json"))
         .arg(dir.join("body"))
