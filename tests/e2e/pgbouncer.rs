@@ -131,8 +131,13 @@ async fn calls_callbacks_retries_and_reads_work_through_pgbouncer_transaction_po
     )
     .await;
 
-    control.start_kill().unwrap();
-    let _ = control.wait().await;
+    // SIGTERM: the control process stops the workers it started before it exits.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(control.id().unwrap() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(30), control.wait()).await;
     drop(p);
     bouncer.stop().await;
     let _ = std::fs::remove_dir_all(dir);
