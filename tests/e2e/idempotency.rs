@@ -111,27 +111,32 @@ async fn repeats_with_one_key_run_once_across_gateways_and_after_the_dedupe_wind
 #[tokio::test]
 async fn a_key_starts_a_new_call_once_its_call_is_older_than_the_window() {
     let (f, dir) = counting("windowed");
+    let window = Duration::from_millis(1500);
     let mut p = Platform::start_with(Options {
-        idempotency_window: Duration::from_millis(300),
+        idempotency_window: window,
         ..Default::default()
     })
     .await;
     let f = p.deploy_spec(f).await;
     p.start_worker(&f).await;
+    let started = tokio::time::Instant::now();
     let first = call_id(&post_keyed(&p.url, "windowed", "nightly", "").await);
-    p.wait_final(&first, Duration::from_secs(10)).await;
+    // A repeat at once names the same call.
     assert_eq!(
         call_id(&post_keyed(&p.url, "windowed", "nightly", "").await),
         first
     );
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    p.wait_final(&first, Duration::from_secs(10)).await;
+    // Once the first call is older than the window, the key starts a new one (the wait is
+    // the point of the test: it lets the record age).
+    tokio::time::sleep_until(started + window + Duration::from_millis(300)).await;
     let second = call_id(&post_keyed(&p.url, "windowed", "nightly", "").await);
     assert_ne!(second, first);
-    p.wait_final(&second, Duration::from_secs(10)).await;
     assert_eq!(
         call_id(&post_keyed(&p.url, "windowed", "nightly", "").await),
         second
     );
+    p.wait_final(&second, Duration::from_secs(10)).await;
     assert_eq!(runs(&dir), 2);
     let _ = std::fs::remove_dir_all(dir);
 }
