@@ -1,19 +1,12 @@
 //! Cancelling calls with `DELETE /async-function/{call_id}`: a queued call never runs, a
 //! running exec call's processes are killed, a built-in stops, and the callback says so.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use fjord_tests::receiver::Receiver;
-use fjord_tests::{PASSWORD, Platform, USER, error_code, spec, unique, wait_for};
-
-fn scratch() -> PathBuf {
-    let dir = std::env::temp_dir().join(unique("fjord-cancel-"));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-    dir
-}
+use fjord_tests::{
+    PASSWORD, Platform, USER, error_code, process_gone, script_spec, shared_dir, spec, wait_for,
+};
 
 async fn cancel(p: &Platform, id: &str) -> reqwest::Response {
     p.http
@@ -26,35 +19,19 @@ async fn cancel(p: &Platform, id: &str) -> reqwest::Response {
 
 /// An exec function that leaves a mark for every run and records its process id.
 fn marking(name: &str, dir: &std::path::Path) -> fjord_common::stack::FunctionSpec {
-    let script = dir.join(format!("{name}.sh"));
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\necho run >> {dir}/runs\necho $$ > {dir}/pid\nsleep 30\n",
+    script_spec(
+        name,
+        dir,
+        &format!(
+            "echo run >> {dir}/runs\necho $$ > {dir}/pid\nsleep 30",
             dir = dir.display()
         ),
     )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut s = spec(name, "");
-    s.lang = "exec".into();
-    s.environment
-        .insert("fprocess".into(), script.display().to_string());
-    s
-}
-
-fn process_gone(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z')),
-    }
 }
 
 #[tokio::test]
 async fn a_queued_call_that_is_cancelled_never_runs() {
-    let dir = scratch();
+    let dir = shared_dir("fjord-cancel-");
     let mut p = Platform::start().await;
     let f = p.deploy_spec(marking("later", &dir)).await;
     let receiver = Receiver::start().await;
@@ -98,7 +75,7 @@ async fn a_queued_call_that_is_cancelled_never_runs() {
 
 #[tokio::test]
 async fn a_running_exec_call_is_stopped_and_its_processes_killed() {
-    let dir = scratch();
+    let dir = shared_dir("fjord-cancel-");
     let mut p = Platform::start().await;
     let f = p.deploy_spec(marking("long", &dir)).await;
     p.start_worker(&f).await;

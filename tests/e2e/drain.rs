@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use fjord_tests::{PASSWORD, Platform, USER, bin, wait_for};
+use fjord_tests::{Platform, wait_for};
 
 fn terminate(child: &tokio::process::Child) {
     kill(Pid::from_raw(child.id().unwrap() as i32), Signal::SIGTERM).unwrap();
@@ -113,16 +113,7 @@ async fn a_stopping_gateway_answers_the_requests_in_flight() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let mut gateway = tokio::process::Command::new(bin("fjord-gateway"))
-        .env("NATS_URL", &p.nats_url)
-        .env("FJORD_NATS_PREFIX", &p.prefix)
-        .env("DATABASE_URL", &p.db.url)
-        .env("FJORD_GATEWAY_ADDR", addr.to_string())
-        .env("FJORD_BASIC_AUTH_USER", USER)
-        .env("FJORD_BASIC_AUTH_PASSWORD", PASSWORD)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut gateway = p.gateway_command(addr).spawn().unwrap();
     let url = format!("http://{addr}");
     wait_for("the gateway to serve", Duration::from_secs(20), || async {
         let r = p.http.get(format!("{url}/healthz")).send().await.ok()?;

@@ -5,11 +5,10 @@
 //! SIGKILLed under load and restarted.
 
 use std::collections::HashMap;
-use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use fjord_tests::receiver::Receiver;
-use fjord_tests::{Options, Platform, spec, unique, wait_for};
+use fjord_tests::{Options, Platform, script_spec, shared_dir, wait_for};
 use futures::StreamExt;
 
 /// What a scenario found; `lost` and `recorded_twice` must be 0, `retried` above 0.
@@ -111,28 +110,17 @@ fn logging_function(
     work: &str,
     fail_first: bool,
 ) -> (fjord_common::stack::FunctionSpec, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(unique("fjord-faults-"));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let script = dir.join("work.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\necho \"$Http_X_Call_Id\" >> {dir}/executions\nsleep {work}\n{fail}cat\n",
-            dir = dir.display(),
-            fail = if fail_first {
-                "[ \"$Http_X_Retry\" = 1 ] && exit 1\n"
-            } else {
-                ""
-            }
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut s = spec(name, "");
-    s.lang = "exec".into();
-    s.environment
-        .insert("fprocess".into(), script.display().to_string());
+    let dir = shared_dir("fjord-faults-");
+    let fail = if fail_first {
+        "[ \"$Http_X_Retry\" = 1 ] && exit 1\n"
+    } else {
+        ""
+    };
+    let body = format!(
+        "echo \"$Http_X_Call_Id\" >> {dir}/executions\nsleep {work}\n{fail}cat",
+        dir = dir.display()
+    );
+    let mut s = script_spec(name, &dir, &body);
     s.environment.insert("max_inflight".into(), "16".into());
     for (k, v) in [
         ("attempts", "10"),
@@ -287,22 +275,7 @@ async fn a_gateway_sigkilled_under_load_honours_every_202_it_sent() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let gateway = || {
-        tokio::process::Command::new(fjord_tests::bin("fjord-gateway"))
-            .env("NATS_URL", &p.nats_url)
-            .env("FJORD_NATS_PREFIX", &p.prefix)
-            .env("DATABASE_URL", &p.db.url)
-            .env("FJORD_GATEWAY_ADDR", addr.to_string())
-            .env("FJORD_BASIC_AUTH_USER", fjord_tests::USER)
-            .env("FJORD_BASIC_AUTH_PASSWORD", fjord_tests::PASSWORD)
-            .env(
-                "FJORD_CALLBACK_ALLOW_NETS",
-                fjord_tests::CALLBACK_ALLOW_NETS,
-            )
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap()
-    };
+    let gateway = || p.gateway_command(addr).spawn().unwrap();
     let url = format!("http://{addr}");
     let serving = || async {
         wait_for("the gateway to serve", Duration::from_secs(20), || async {

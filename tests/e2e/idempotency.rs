@@ -2,28 +2,19 @@
 //! `X-Call-Id`) answer with the original call id and run once, within the window and across
 //! gateways.
 
-use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use fjord_tests::{Options, Platform, error_code, spec, unique};
+use fjord_tests::{Options, Platform, error_code, script_spec, shared_dir};
 use futures::StreamExt;
 
 /// An exec function that appends a line per run to `runs` in a fresh folder.
 fn counting(name: &str) -> (fjord_common::stack::FunctionSpec, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(unique("fjord-idem-"));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let script = dir.join("count.sh");
-    std::fs::write(
-        &script,
-        format!("#!/bin/sh\necho run >> {}/runs\ncat\n", dir.display()),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut s = spec(name, "");
-    s.lang = "exec".into();
-    s.environment
-        .insert("fprocess".into(), script.display().to_string());
+    let dir = shared_dir("fjord-idem-");
+    let s = script_spec(
+        name,
+        &dir,
+        &format!("echo run >> {}/runs\ncat", dir.display()),
+    );
     (s, dir)
 }
 

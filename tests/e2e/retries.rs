@@ -1,33 +1,18 @@
 //! Retries after a backoff, dead letters and redrives, end to end: a real exec function that
 //! fails on purpose, the retrier, the recorder and callbacks.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use fjord_common::queue::ConsumerSettings;
 use fjord_common::stack::FunctionSpec;
 use fjord_tests::receiver::Receiver;
-use fjord_tests::{Platform, error_code, spec, unique, wait_for};
+use fjord_tests::{Platform, error_code, script_spec, shared_dir, wait_for};
 use serde_json::Value;
 
-/// A folder every function user can read and write.
-fn scratch() -> PathBuf {
-    let dir = std::env::temp_dir().join(unique("fjord-retry-"));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-    dir
-}
-
-/// An exec function running `script` (written to `dir`) with these retry settings.
+/// An exec function running `script` with these retry settings.
 fn script_function(name: &str, dir: &Path, script: &str, retry: &[(&str, &str)]) -> FunctionSpec {
-    let path = dir.join(format!("{name}.sh"));
-    std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut s = spec(name, "");
-    s.lang = "exec".into();
-    s.environment
-        .insert("fprocess".into(), path.display().to_string());
+    let mut s = script_spec(name, dir, script);
     for (k, v) in retry {
         s.annotations
             .insert(format!("com.openfaas.retry.{k}"), (*v).into());
@@ -59,7 +44,7 @@ async fn result(p: &Platform, id: &str) -> String {
 
 #[tokio::test]
 async fn a_retryable_failure_runs_again_after_a_backoff_until_it_succeeds() {
-    let dir = scratch();
+    let dir = shared_dir("fjord-retry-");
     let log = dir.join("attempts");
     let script = format!(
         r#"echo "$Http_X_Retry $(date +%s%N)" >> {log}
@@ -140,7 +125,7 @@ async fn a_status_outside_the_retry_codes_fails_at_once() {
 
 #[tokio::test]
 async fn a_call_out_of_attempts_is_a_dead_letter_that_a_redrive_runs_again() {
-    let dir = scratch();
+    let dir = shared_dir("fjord-retry-");
     let fixed = dir.join("fixed");
     let script = format!(
         "body=$(cat)\n[ -e {fixed} ] || {{ echo broken >&2; exit 1; }}\nprintf 'done: %s' \"$body\"",
@@ -258,7 +243,7 @@ async fn a_call_out_of_attempts_is_a_dead_letter_that_a_redrive_runs_again() {
 
 #[tokio::test]
 async fn many_calls_redriven_at_once_run_again() {
-    let dir = scratch();
+    let dir = shared_dir("fjord-retry-");
     let fixed = dir.join("fixed");
     let script = format!("[ -e {fixed} ] || exit 1\ncat", fixed = fixed.display());
     let mut p = Platform::start().await;
@@ -302,7 +287,7 @@ async fn many_calls_redriven_at_once_run_again() {
 
 #[tokio::test]
 async fn calls_waiting_out_a_backoff_hold_no_consumer_slot() {
-    let dir = scratch();
+    let dir = shared_dir("fjord-retry-");
     let script = "body=$(cat)\n[ \"$body\" = fail ] && exit 1\nprintf fresh";
     let mut p = Platform::start().await;
     let f = script_function(

@@ -7,17 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fjord_common::stack::{FunctionSpec, Resources};
-use fjord_tests::{Platform, available, spec, unique, wait_for};
+use fjord_tests::{Platform, available, process_gone, shared_dir, spec, unique, wait_for};
 use fjord_worker::runtime::function_user;
 use serde_json::Value;
-
-/// A folder every function user can read and write (scripts, pid files).
-fn scratch() -> PathBuf {
-    let dir = std::env::temp_dir().join(unique("fjord-rt-"));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-    dir
-}
 
 fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
@@ -44,16 +36,6 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// Whether a process is gone (or a zombie nobody reaped yet, which runs no more).
-fn process_gone(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z')),
-    }
-}
-
 const EXEC_SCRIPT: &str = r#"#!/bin/sh
 case "$Http_Path" in
   /echo) cat ;;
@@ -70,7 +52,7 @@ esac
 #[tokio::test]
 async fn exec_runs_a_command_per_call_with_the_watchdog_contract() {
     let mut p = Platform::start().await;
-    let dir = scratch();
+    let dir = shared_dir("fjord-rt-");
     let script = write_file(&dir, "fn.sh", EXEC_SCRIPT);
     let name = unique("ex");
     let fprocess = format!("sh {}", script.display());
@@ -183,7 +165,7 @@ async fn exec_runs_a_command_per_call_with_the_watchdog_contract() {
 #[tokio::test]
 async fn exec_timeout_kills_the_whole_process_group() {
     let mut p = Platform::start().await;
-    let dir = scratch();
+    let dir = shared_dir("fjord-rt-");
     let pid_file = dir.join("pid");
     let name = unique("slow");
     let fprocess = format!(
@@ -241,7 +223,7 @@ async fn exec_functions_run_as_their_own_users_and_cannot_read_each_other() {
         return;
     }
     let mut p = Platform::start().await;
-    let dir = scratch();
+    let dir = shared_dir("fjord-rt-");
     let script = write_file(&dir, "fn.sh", EXEC_SCRIPT);
     let fprocess = format!("sh {}", script.display());
     let a = unique("usera");
@@ -300,7 +282,7 @@ async fn memory_limit_kills_the_call_not_the_worker() {
     }
     let controller = controller.unwrap();
     let mut p = Platform::start().await;
-    let dir = scratch();
+    let dir = shared_dir("fjord-rt-");
     let script = write_file(&dir, "greedy.sh", GREEDY_SCRIPT);
     let name = unique("greedy");
     let fprocess = format!("sh {}", script.display());
@@ -425,7 +407,7 @@ fn upstream_function(dir: &Path, name: &str, extra: &[(&str, &str)]) -> Function
 #[tokio::test]
 async fn http_runtime_forwards_calls_and_restarts_its_process() {
     let mut p = Platform::start().await;
-    let dir = scratch();
+    let dir = shared_dir("fjord-rt-");
     let name = unique("up");
     let f = p
         .deploy_spec(upstream_function(&dir, &name, &[("exec_timeout", "2s")]))
@@ -509,7 +491,7 @@ async fn http_runtime_forwards_calls_and_restarts_its_process() {
 #[tokio::test]
 async fn two_http_workers_on_one_host_get_their_own_ports() {
     let p = Platform::start().await;
-    let dir = scratch();
+    let dir = shared_dir("fjord-rt-");
     let name = unique("pair");
     // One call at a time per worker, so concurrent calls spread over both.
     p.deploy_spec(upstream_function(&dir, &name, &[("max_inflight", "1")]))
@@ -597,7 +579,7 @@ async fn an_http_process_killed_for_its_memory_fails_its_calls_and_is_restarted(
         return;
     }
     let mut p = Platform::start().await;
-    let dir = scratch();
+    let dir = shared_dir("fjord-rt-");
     let name = unique("hog");
     let mut f = upstream_function(&dir, &name, &[]);
     f.limits = Some(Resources {
@@ -637,7 +619,7 @@ async fn a_function_reads_its_own_secrets_and_no_one_elses() {
         return;
     }
     let mut p = Platform::start().await;
-    let scripts = scratch();
+    let scripts = shared_dir("fjord-rt-");
     let script = write_file(
         &scripts,
         "secrets.sh",

@@ -519,6 +519,20 @@ impl Platform {
         c
     }
 
+    /// A `fjord-gateway` process for this platform listening on `addr` (the caller spawns it).
+    pub fn gateway_command(&self, addr: std::net::SocketAddr) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(bin("fjord-gateway"));
+        c.env("NATS_URL", &self.nats_url)
+            .env("FJORD_NATS_PREFIX", &self.prefix)
+            .env("DATABASE_URL", &self.db.url)
+            .env("FJORD_GATEWAY_ADDR", addr.to_string())
+            .env("FJORD_BASIC_AUTH_USER", USER)
+            .env("FJORD_BASIC_AUTH_PASSWORD", PASSWORD)
+            .env("FJORD_CALLBACK_ALLOW_NETS", CALLBACK_ALLOW_NETS)
+            .kill_on_drop(true);
+        c
+    }
+
     /// Starts a worker process for a function.
     pub fn spawn_worker(&self, function: &str) -> tokio::process::Child {
         self.worker_command()
@@ -651,6 +665,38 @@ async fn serve_gateway(
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(fjord_gateway::serve(listener, state, shutdown));
     url
+}
+
+/// A fresh folder every function user can read and write (scripts, marks, pid files).
+pub fn shared_dir(tag: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(unique(tag));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    dir
+}
+
+/// An `exec` function running the shell script `body`, written to `dir/<name>.sh`.
+pub fn script_spec(name: &str, dir: &std::path::Path, body: &str) -> FunctionSpec {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(format!("{name}.sh"));
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut s = spec(name, "");
+    s.lang = "exec".into();
+    s.environment
+        .insert("fprocess".into(), path.display().to_string());
+    s
+}
+
+/// Whether a process is gone (or a zombie nobody reaped yet, which runs no more).
+pub fn process_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+    }
 }
 
 /// A built-in function definition.
