@@ -451,12 +451,17 @@ async fn http_runtime_forwards_calls_and_restarts_its_process() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    // Once it has exited, no request can reach it half-way (a call in flight at the moment of
-    // death fails, as it should).
+    // Once it has been reaped, no request can reach it half-way (a call in flight at the
+    // moment of death fails, as it should). Not merely a zombie: the leader of a threaded
+    // process is one while its other threads still hold the listening socket open.
     wait_for(
-        "the killed process to exit",
+        "the killed process to be reaped",
         Duration::from_secs(5),
-        || async { process_gone(old_pid).then_some(()) },
+        || async {
+            std::fs::metadata(format!("/proc/{old_pid}"))
+                .is_err()
+                .then_some(())
+        },
     )
     .await;
     let new_pid = wait_for(

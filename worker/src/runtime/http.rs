@@ -108,9 +108,10 @@ pub(super) async fn start(
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .http1_only()
-        // Below common keep-alive timeouts (node: 5 s): never reuse a connection the upstream
-        // is closing.
-        .pool_idle_timeout(Duration::from_secs(2))
+        // A fresh loopback connection per call. A kept-alive one can outlive the process it
+        // was made to: a call sent on it after a crash would fail although the replacement is
+        // up, while a fresh connect to a dead port is refused and goes to the replacement.
+        .pool_max_idle_per_host(0)
         .build()
         .map_err(|e| Error::Start(format!("building the HTTP client: {e}")))?;
     let stop = shutdown.child_token();
