@@ -101,6 +101,9 @@ impl FinalStatus {
     }
 }
 
+/// The statuses a call ends in ([`FinalStatus`] as stored).
+pub const FINAL_STATUSES: [&str; 4] = ["succeeded", "failed", "dead", "cancelled"];
+
 /// Every status a call can have, as stored and shown.
 pub const STATUSES: [&str; 6] = [
     "queued",

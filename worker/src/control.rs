@@ -49,13 +49,14 @@ pub async fn run(
     let recorder_stop = CancellationToken::new();
     let recorder = tokio::spawn(crate::recorder::run(
         queue.clone(),
-        store,
+        store.clone(),
         Some(handoff),
         recorder_stop.clone(),
     ));
     let retire = tokio::spawn(crate::retire::run(queue.clone(), shutdown.clone()));
     let retrier = tokio::spawn(crate::retrier::run(
         queue.clone(),
+        store.clone(),
         functions,
         shutdown.clone(),
     ));

@@ -4,6 +4,7 @@
 
 pub mod control;
 pub mod dispatcher;
+mod lease;
 pub mod prepare;
 pub mod recorder;
 pub mod retire;

@@ -8,6 +8,12 @@
 //! message id names the attempt, so a retrier that dies between publishing and acknowledging
 //! is de-duplicated) and only then acknowledged. Several control processes share the consumer.
 //! A call whose function was removed meanwhile is ended `cancelled`.
+//!
+//! Fence: a retry event is dropped when the call's record shows it was overtaken — final, at a
+//! later attempt, or re-driven since. That is the late outcome of an attempt whose worker lost
+//! its lease (see the worker's `lease`) while the message ran again elsewhere; putting it back
+//! on the queue would run the call once more. With PostgreSQL unreachable the event is not
+//! held back: retries do not wait for the database, and the recorder keeps the first final.
 
 use std::time::Duration;
 
@@ -17,6 +23,7 @@ use fjord_common::Error;
 use fjord_common::functions::Functions;
 use fjord_common::invocation::{self, Event, FinalStatus, Finished, Retrying, now_ns};
 use fjord_common::queue::Queue;
+use fjord_common::store::Store;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -26,6 +33,7 @@ const CONCURRENCY: usize = 64;
 
 pub async fn run(
     queue: Queue,
+    store: Store,
     functions: Functions,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
@@ -42,10 +50,10 @@ pub async fn run(
     let handled = messages
         .take_until(shutdown.cancelled_owned())
         .for_each_concurrent(CONCURRENCY, |message| {
-            let (queue, functions) = (queue.clone(), functions.clone());
+            let (queue, store, functions) = (queue.clone(), store.clone(), functions.clone());
             async move {
                 match message {
-                    Ok(message) => handle(&queue, &functions, message).await,
+                    Ok(message) => handle(&queue, &store, &functions, message).await,
                     Err(e) => warn!(error = %e, "retrier pull interrupted"),
                 }
             }
@@ -55,7 +63,7 @@ pub async fn run(
     Ok(())
 }
 
-async fn handle(queue: &Queue, functions: &Functions, message: Message) {
+async fn handle(queue: &Queue, store: &Store, functions: &Functions, message: Message) {
     if invocation::schema_version(message.headers.as_ref()) != invocation::SCHEMA_VERSION {
         let _ = message
             .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
@@ -78,6 +86,11 @@ async fn handle(queue: &Queue, functions: &Functions, message: Message) {
         return;
     }
     let call = &retrying.call;
+    if overtaken(store, &retrying).await {
+        info!(call.id = %call.call_id, attempt = retrying.attempt, "late retry event of an overtaken attempt; dropped");
+        let _ = message.double_ack().await;
+        return;
+    }
     let deployed = match functions.get(&call.function).await {
         Ok(spec) => spec.is_some(),
         Err(e) => {
@@ -114,6 +127,22 @@ async fn handle(queue: &Queue, functions: &Functions, message: Message) {
             let _ = message
                 .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
                 .await;
+        }
+    }
+}
+
+/// Whether the call's record has moved past this retry event (see the module's fence).
+async fn overtaken(store: &Store, r: &Retrying) -> bool {
+    match store.invocation(r.call.call_id).await {
+        Ok(Some(row)) => {
+            row.is_final()
+                || row.redrives > r.call.redrive as i32
+                || (row.redrives == r.call.redrive as i32 && row.attempts > r.attempt as i32)
+        }
+        Ok(None) => false,
+        Err(e) => {
+            warn!(error = %e, call.id = %r.call.call_id, "cannot check the call's record; retrying it unchecked");
+            false
         }
     }
 }

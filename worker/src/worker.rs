@@ -1,6 +1,7 @@
 //! The worker loop: pulls one function's consumer, runs each call through the function, keeps
 //! the lease alive with in-progress acks while it runs (no execution time limit), publishes the
-//! outcome and only then acknowledges the message.
+//! outcome and only then acknowledges the message. A call whose lease is lost is stopped and
+//! leaves no outcome (see [`crate::lease`]).
 //!
 //! Retries (see `fjord_common::retry`): a retryable failure with attempts left is published as a
 //! `retrying` event carrying the whole call, and the message is acknowledged; the control
@@ -35,9 +36,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
 
+use crate::lease::Lease;
 use crate::runtime::{self, Sandbox};
 
-/// How long an open pull request waits for messages before it is renewed.
+/// How long an open pull request waits for messages before it is renewed, at most. A message's
+/// lease is counted from its pull request (see [`Lease`]), so a pull request lasts a quarter
+/// of the lease at most.
 const FETCH_EXPIRES: Duration = Duration::from_secs(2);
 
 /// A call still running after this long is reported `running`. Faster calls go straight to
@@ -67,7 +71,8 @@ struct Shared {
     /// Deliveries the consumer allows per message.
     max_deliver: i64,
     retry: RetryPolicy,
-    progress_every: Duration,
+    /// The consumer's lease length (see [`Lease`]).
+    ack_wait: Duration,
     /// Fired when the drain grace is over: running calls stop and hand their message back.
     abandon: CancellationToken,
     /// Calls cancelled through the gateway, and the running ones to stop when they are.
@@ -109,7 +114,6 @@ pub async fn run(
     let max_deliver = config.max_deliver.max(2);
     let retry = RetryPolicy::for_spec(&spec)?;
     let max_attempts = retry.attempts.min((max_deliver - 1) as u32);
-    let progress_every = (config.ack_wait / 3).max(Duration::from_millis(100));
     let shared = Arc::new(Shared {
         queue: queue.clone(),
         function,
@@ -118,7 +122,7 @@ pub async fn run(
         max_attempts,
         max_deliver,
         retry,
-        progress_every,
+        ack_wait: config.ack_wait,
         abandon: CancellationToken::new(),
         cancelled,
     });
@@ -169,6 +173,9 @@ async fn pull(
     shutdown: &CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(max_inflight));
+    let expires = FETCH_EXPIRES
+        .min(shared.ack_wait / 4)
+        .max(Duration::from_millis(100));
     loop {
         let first = tokio::select! {
             permit = slots.clone().acquire_owned() => permit.expect("semaphore never closed"),
@@ -176,10 +183,11 @@ async fn pull(
         };
         let mut permit = Some(first);
         let want = slots.available_permits() + 1;
+        let requested = tokio::time::Instant::now();
         let batch = consumer
             .fetch()
             .max_messages(want)
-            .expires(FETCH_EXPIRES)
+            .expires(expires)
             .messages()
             .await;
         let mut batch = match batch {
@@ -221,7 +229,7 @@ async fn pull(
                             .expect("semaphore never closed"),
                     };
                     let shared = shared.clone();
-                    tracker.spawn(handle(shared, message, slot));
+                    tracker.spawn(handle(shared, message, requested, slot));
                 }
             }
         }
@@ -288,7 +296,13 @@ async fn answer_pings(
     }))
 }
 
-async fn handle(shared: Arc<Shared>, message: Message, _slot: OwnedSemaphorePermit) {
+/// Runs one delivery, pulled by a request sent at `requested`.
+async fn handle(
+    shared: Arc<Shared>,
+    message: Message,
+    requested: tokio::time::Instant,
+    _slot: OwnedSemaphorePermit,
+) {
     let version = invocation::schema_version(message.headers.as_ref());
     if version != SCHEMA_VERSION {
         warn!(
@@ -319,7 +333,15 @@ async fn handle(shared: Arc<Shared>, message: Message, _slot: OwnedSemaphorePerm
     };
     let attempt = meta.attempt(delivered);
     let span = info_span!("call", call.id = %meta.call_id, function = %shared.name, attempt);
+    let lease = Lease::keep(&message, shared.ack_wait, requested);
     async move {
+        if lease.is_lost() {
+            // Delivered to a pull request older than the lease (this worker was paused or its
+            // connection stalled): it may be running elsewhere already. Not acknowledged, not
+            // nak'd (either would act on the other delivery).
+            warn!("delivery arrived after its lease could have lapsed; left alone");
+            return;
+        }
         if !meta.incarnation.is_empty() && meta.incarnation != shared.incarnation {
             let error = format!(
                 "accepted for an earlier deployment of {} that was removed",
@@ -327,7 +349,14 @@ async fn handle(shared: Arc<Shared>, message: Message, _slot: OwnedSemaphorePerm
             );
             info!(%error, "cancelling call");
             let finished = finished(&meta, attempt - 1, None, FinalStatus::Cancelled, 503, error);
-            if publish(&shared, Event::Finished(Box::new(finished)), Bytes::new()).await {
+            if publish(
+                &shared,
+                &lease,
+                Event::Finished(Box::new(finished)),
+                Bytes::new(),
+            )
+            .await
+            {
                 let _ = message.ack_with(AckKind::Term).await;
             }
             return;
@@ -336,7 +365,14 @@ async fn handle(shared: Arc<Shared>, message: Message, _slot: OwnedSemaphorePerm
             info!("call cancelled before it ran");
             let error = "cancelled before it ran".to_owned();
             let finished = finished(&meta, attempt - 1, None, FinalStatus::Cancelled, 503, error);
-            if publish(&shared, Event::Finished(Box::new(finished)), Bytes::new()).await {
+            if publish(
+                &shared,
+                &lease,
+                Event::Finished(Box::new(finished)),
+                Bytes::new(),
+            )
+            .await
+            {
                 let _ = message.ack_with(AckKind::Term).await;
             }
             return;
@@ -351,17 +387,28 @@ async fn handle(shared: Arc<Shared>, message: Message, _slot: OwnedSemaphorePerm
             warn!(%error, "recording call as dead");
             let mut finished = finished(&meta, attempt - 1, None, FinalStatus::Dead, 503, error);
             finished.dead_letter = dead_letter(&shared, &meta, &inline).await;
-            if publish(&shared, Event::Finished(Box::new(finished)), Bytes::new()).await {
+            if publish(
+                &shared,
+                &lease,
+                Event::Finished(Box::new(finished)),
+                Bytes::new(),
+            )
+            .await
+            {
                 let _ = message.ack_with(AckKind::Term).await;
             }
             return;
         }
-        let Some((mut finished, body)) =
-            execute(&shared, &message, &meta, inline.clone(), attempt).await
-        else {
-            hand_back(&shared, &message, &meta, &inline, attempt).await;
-            return;
-        };
+        let (mut finished, body) =
+            match execute(&shared, &lease, &meta, inline.clone(), attempt).await {
+                Attempt::Done(finished, body) => (*finished, body),
+                Attempt::Abandoned => {
+                    hand_back(&shared, &message, &meta, &inline, attempt).await;
+                    return;
+                }
+                // Not acknowledged: the message is (or will be) delivered again.
+                Attempt::Superseded => return,
+            };
         let retryable = finished.status == FinalStatus::Failed
             && shared.retry.retryable(finished.function_status);
         let (event, body) = if retryable && attempt < shared.max_attempts {
@@ -393,7 +440,7 @@ async fn handle(shared: Arc<Shared>, message: Message, _slot: OwnedSemaphorePerm
             }
             (Event::Finished(Box::new(finished)), body)
         };
-        if publish(&shared, event, body).await
+        if publish(&shared, &lease, event, body).await
             && let Err(e) = message.double_ack().await
         {
             // The outcome is published; a redelivery finds the call final or retrying.
@@ -470,15 +517,25 @@ async fn dead_letter(shared: &Shared, meta: &CallMeta, inline: &Bytes) -> Option
     Some(request)
 }
 
-/// Runs one attempt. `None` means the attempt was abandoned (the drain grace is over) and the
-/// message must go back to the queue.
+/// How one attempt ended.
+enum Attempt {
+    /// With this outcome (and response body) to publish.
+    Done(Box<Finished>, Bytes),
+    /// Stopped at the end of the drain grace: the message goes back to the queue.
+    Abandoned,
+    /// Stopped because the lease was lost: the call may run elsewhere, so this attempt leaves
+    /// no trace.
+    Superseded,
+}
+
+/// Runs one attempt while `lease` holds.
 async fn execute(
     shared: &Shared,
-    message: &Message,
+    lease: &Lease,
     meta: &CallMeta,
     inline: Bytes,
     attempt: u32,
-) -> Option<(Finished, Bytes)> {
+) -> Attempt {
     let started_ns = now_ns();
     let started = Event::Started {
         call_id: meta.call_id,
@@ -500,15 +557,13 @@ async fn execute(
                 503,
                 error,
             );
-            return Some((f, Bytes::new()));
+            return Attempt::Done(Box::new(f), Bytes::new());
         }
     };
     let request = request_for(meta, body, attempt, shared.max_attempts);
     let running = shared.cancelled.running(meta.call_id);
     let call = shared.function.call(request);
     tokio::pin!(call);
-    let mut progress = tokio::time::interval(shared.progress_every);
-    progress.tick().await;
     let report_start = tokio::time::sleep(REPORT_START_AFTER);
     tokio::pin!(report_start);
     let mut start_reported = false;
@@ -521,18 +576,17 @@ async fn execute(
                     warn!(error = %e, "could not publish the start");
                 }
             }
-            _ = progress.tick() => {
-                if let Err(e) = message.ack_with(AckKind::Progress).await {
-                    warn!(error = %e, "in-progress ack failed");
-                }
+            _ = lease.lost() => {
+                warn!("call stopped: its lease is lost; this attempt's outcome is fenced");
+                return Attempt::Superseded;
             }
-            _ = shared.abandon.cancelled() => return None,
+            _ = shared.abandon.cancelled() => return Attempt::Abandoned,
             _ = running.token.cancelled() => {
                 // Dropping the call stops it: an exec call's process group is killed.
                 info!("call cancelled while running; stopped");
                 let error = "cancelled while running".to_owned();
                 let f = finished(meta, attempt, Some(started_ns), FinalStatus::Cancelled, 503, error);
-                return Some((f, Bytes::new()));
+                return Attempt::Done(Box::new(f), Bytes::new());
             }
         }
     };
@@ -559,7 +613,7 @@ async fn execute(
     );
     f.error = error;
     f.headers = response.headers;
-    Some((f, response.body))
+    Attempt::Done(Box::new(f), response.body)
 }
 
 pub(crate) fn finished(
@@ -621,12 +675,20 @@ fn request_for(meta: &CallMeta, body: Bytes, attempt: u32, max_attempts: u32) ->
     }
 }
 
-/// Publishes the outcome, retrying while NATS is briefly away. `false` when it could not be
-/// published before shutdown: the message is then left for redelivery.
-async fn publish(shared: &Shared, event: Event, body: Bytes) -> bool {
+/// Publishes the outcome, retrying while NATS is briefly away and the lease holds. `false`
+/// when it could not be published before the lease was lost or the drain grace ended: the
+/// message is then left for redelivery.
+async fn publish(shared: &Shared, lease: &Lease, event: Event, body: Bytes) -> bool {
     let kind = event.kind();
     let mut delay = Duration::from_millis(100);
     for _ in 0..8 {
+        if lease.is_lost() {
+            warn!(
+                event = kind,
+                "lease lost before the outcome was published; it is fenced"
+            );
+            return false;
+        }
         match shared
             .queue
             .publish_event(event.clone(), body.clone())
@@ -641,6 +703,7 @@ async fn publish(shared: &Shared, event: Event, body: Bytes) -> bool {
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = shared.abandon.cancelled() => return false,
+                    _ = lease.lost() => {}
                 }
                 delay = (delay * 2).min(Duration::from_secs(5));
             }

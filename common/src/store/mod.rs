@@ -74,6 +74,12 @@ pub struct InvocationRow {
     pub traceparent: Option<String>,
 }
 
+impl InvocationRow {
+    pub fn is_final(&self) -> bool {
+        crate::invocation::FINAL_STATUSES.contains(&self.status.as_str())
+    }
+}
+
 /// A recorded response.
 #[derive(Clone, Debug, Default)]
 pub struct ResultRow {

@@ -8,7 +8,7 @@ use fjord_common::store::callbacks::Redelivery;
 use serde_json::{Value, json};
 
 use super::extract::ApiPath;
-use super::status::{FINAL, find, parse_id, rfc3339};
+use super::status::{find, parse_id, rfc3339};
 use crate::AppState;
 use crate::error::ApiError;
 
@@ -54,12 +54,10 @@ pub async fn redeliver(
         )),
         Redelivery::NoSuchCall => Err(ApiError::InvocationNotFound(call_id.to_string())),
         Redelivery::NoCallback => Err(ApiError::NoCallback(call_id.to_string())),
-        Redelivery::NotFinal => Err(ApiError::NotFinished(
-            if FINAL.contains(&row.status.as_str()) {
-                "being recorded".into()
-            } else {
-                row.status
-            },
-        )),
+        Redelivery::NotFinal => Err(ApiError::NotFinished(if row.is_final() {
+            "being recorded".into()
+        } else {
+            row.status
+        })),
     }
 }

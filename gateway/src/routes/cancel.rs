@@ -14,7 +14,7 @@ use fjord_common::cancel::Cancels;
 use fjord_common::invocation::{Event, FinalStatus, Finished};
 use serde_json::json;
 
-use super::status::{FINAL, find, parse_id};
+use super::status::{find, parse_id};
 use crate::AppState;
 use crate::error::ApiError;
 
@@ -28,7 +28,7 @@ pub(super) async fn cancel(
     }
     let call_id = parse_id(raw)?;
     let row = find(state, call_id).await?;
-    if FINAL.contains(&row.status.as_str()) {
+    if row.is_final() {
         return Err(ApiError::AlreadyFinal(row.status));
     }
     let function = row.function.parse().map_err(|_| ApiError::Internal)?;

@@ -93,15 +93,13 @@ pub async fn get(
     Ok(Json(to_json(&row)))
 }
 
-pub(super) const FINAL: [&str; 4] = ["succeeded", "failed", "dead", "cancelled"];
-
 pub async fn result(
     State(state): State<AppState>,
     ApiPath(raw): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let call_id = parse_id(&raw)?;
     let row = find(&state, call_id).await?;
-    if !FINAL.contains(&row.status.as_str()) {
+    if !row.is_final() {
         return Err(ApiError::NotFinished(row.status));
     }
     let result = state.store.result(call_id).await?.unwrap_or_default();
