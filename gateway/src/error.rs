@@ -68,6 +68,12 @@ pub enum ApiError {
     QueueFull(String),
     #[error("the queue (NATS JetStream) is unavailable; the call was not accepted")]
     QueueUnavailable,
+    /// The publish was sent but NATS did not confirm it (it went away mid-way): the call may be
+    /// queued after all. Its id is in `X-Call-Id`.
+    #[error(
+        "the queue (NATS JetStream) did not confirm the call {0}; it may still run: retry with the same Idempotency-Key or X-Call-Id so it runs once"
+    )]
+    PublishUnconfirmed(String),
     #[error("the database is unavailable")]
     DatabaseUnavailable,
     #[error("the call may have been accepted but is not recorded yet; retry shortly")]
@@ -105,6 +111,7 @@ impl ApiError {
             ApiError::SyncTimeout(_) => "sync_timeout",
             ApiError::QueueFull(_) => "queue_full",
             ApiError::QueueUnavailable => "queue_unavailable",
+            ApiError::PublishUnconfirmed(_) => "publish_unconfirmed",
             ApiError::DatabaseUnavailable => "database_unavailable",
             ApiError::NotYetRecorded => "not_yet_recorded",
             ApiError::Internal => "internal",
@@ -138,6 +145,7 @@ impl ApiError {
             ApiError::SyncTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::QueueUnavailable
+            | ApiError::PublishUnconfirmed(_)
             | ApiError::DatabaseUnavailable
             | ApiError::NotYetRecorded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -183,6 +191,12 @@ impl IntoResponse for ApiError {
                 if let Ok(v) = HeaderValue::from_str(id) {
                     headers.insert("x-call-id", v);
                 }
+            }
+            ApiError::PublishUnconfirmed(id) => {
+                if let Ok(v) = HeaderValue::from_str(id) {
+                    headers.insert("x-call-id", v);
+                }
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::MethodNotAllowed { allowed, .. } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allowed));

@@ -125,7 +125,7 @@ async fn publish(state: &AppState, meta: CallMeta, body: Bytes) -> Result<Accept
     ) {
         return Err(ApiError::QueueUnavailable);
     }
-    state.pressure.admit(&meta.function, body.len()).await?;
+    let _admission = state.pressure.admit(&meta.function, body.len()).await?;
     let accepted = Accepted {
         call_id: meta.call_id,
         start_time_ns: meta.start_time_ns,
@@ -141,13 +141,14 @@ async fn publish(state: &AppState, meta: CallMeta, body: Bytes) -> Result<Accept
         Ok(Err(e)) if e.to_string().contains("maximum bytes") => Err(ApiError::QueueFull(
             "the queue's storage is full; try again shortly".into(),
         )),
+        // Sent, maybe stored, but not confirmed: the client is told so, with the call's id.
         Ok(Err(e)) => {
             tracing::warn!(error = %e, call.id = %accepted.call_id, "publish failed");
-            Err(ApiError::QueueUnavailable)
+            Err(ApiError::PublishUnconfirmed(accepted.call_id.to_string()))
         }
         Err(_) => {
             tracing::warn!(call.id = %accepted.call_id, "publish not acknowledged in time");
-            Err(ApiError::QueueUnavailable)
+            Err(ApiError::PublishUnconfirmed(accepted.call_id.to_string()))
         }
     }
 }
