@@ -15,7 +15,7 @@ use async_nats::jetstream::{AckKind, Message};
 use bytes::Bytes;
 use fjord_common::CallId;
 use fjord_common::invocation::{self, BodyRef, CallMeta, Event, SCHEMA_VERSION};
-use fjord_common::queue::Queue;
+use fjord_common::queue::{Queue, RECORDER_ACK_WAIT};
 use fjord_common::store::{Batch, Started, Store};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -135,6 +135,7 @@ async fn record(
         }
     }
     let mut delay = Duration::from_millis(100);
+    let mut held_since = std::time::Instant::now();
     loop {
         let started = std::time::Instant::now();
         match store.apply(&batch, handoff.map(Handoff::lease)).await {
@@ -167,6 +168,13 @@ async fn record(
                     }
                 }
                 delay = (delay * 2).min(Duration::from_secs(5));
+                // Still holding the batch: keep its lease, so no other recorder takes it up.
+                if held_since.elapsed() >= RECORDER_ACK_WAIT / 3 {
+                    for message in &applied {
+                        let _ = message.ack_with(AckKind::Progress).await;
+                    }
+                    held_since = std::time::Instant::now();
+                }
             }
         }
     }
