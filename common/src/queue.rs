@@ -150,6 +150,14 @@ impl Default for ConsumerSettings {
     }
 }
 
+/// The longest wait between reconnect attempts while NATS is away.
+const RECONNECT_DELAY_MAX: Duration = Duration::from_millis(500);
+
+/// The recorder consumer's lease: how long the events a killed control process had taken wait
+/// before another one gets them. A recorder that is still retrying a batch (PostgreSQL away)
+/// keeps the lease with in-progress acks.
+pub const RECORDER_ACK_WAIT: Duration = Duration::from_secs(10);
+
 /// Live figures of one function's queue.
 #[derive(Clone, Debug, Default)]
 pub struct QueueStats {
@@ -180,6 +188,12 @@ impl Queue {
             .name(format!("fjord-{}", names.prefix()))
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(2))
+            // Back within half a second of the server (the default backs off to 4 s): intake
+            // answers 503 until then. A refused connect costs the server nothing.
+            .reconnect_delay_callback(|attempts| {
+                Duration::from_millis(2_u64.saturating_pow(attempts.min(16) as u32))
+                    .min(RECONNECT_DELAY_MAX)
+            })
             .connect(nats_url);
         let client = tokio::time::timeout(Duration::from_secs(10), client)
             .await
@@ -413,15 +427,22 @@ impl Queue {
 
     /// Names of the objects currently stored (tests use it to check cleanup).
     pub async fn list_objects(&self) -> Result<Vec<String>, Error> {
-        let mut list = self.bodies.list().await.map_err(Error::nats)?;
-        let mut names = Vec::new();
-        while let Some(info) = list.next().await {
-            let info = info.map_err(Error::nats)?;
-            if !info.deleted {
-                names.push(info.name);
+        // The listing's ordered consumer can miss its end when objects are deleted while it
+        // runs, and would then wait for ever: bounded.
+        let listing = async {
+            let mut list = self.bodies.list().await.map_err(Error::nats)?;
+            let mut names = Vec::new();
+            while let Some(info) = list.next().await {
+                let info = info.map_err(Error::nats)?;
+                if !info.deleted {
+                    names.push(info.name);
+                }
             }
-        }
-        Ok(names)
+            Ok(names)
+        };
+        tokio::time::timeout(Duration::from_secs(5), listing)
+            .await
+            .map_err(|_| Error::Nats("listing the stored bodies timed out".into()))?
     }
 
     /// Pending, in-flight and redelivered counts from the function's consumer, and the age of
@@ -530,7 +551,7 @@ async fn ensure(
             consumer::pull::Config {
                 durable_name: Some(names.recorder_consumer().to_owned()),
                 ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(60),
+                ack_wait: RECORDER_ACK_WAIT,
                 max_ack_pending: 50_000,
                 ..Default::default()
             },
