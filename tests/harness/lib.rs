@@ -6,6 +6,7 @@
 //! else throwaway `nats-server` / PostgreSQL processes started here. Tests that must kill a
 //! server start their own with [`fjord_common::services`].
 
+pub mod netns;
 pub mod receiver;
 
 use std::path::PathBuf;
@@ -51,11 +52,13 @@ pub fn unique(tag: &str) -> String {
     format!("{tag}{}", &id[..12])
 }
 
-/// An HTTP client (installs the TLS crypto provider reqwest needs first).
+/// An HTTP client (installs the TLS crypto provider reqwest needs first). A request that gets
+/// no answer within a minute fails, so a hang shows as an error, not as a test timeout.
 pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .pool_max_idle_per_host(256)
+        .timeout(Duration::from_secs(60))
         .build()
         .unwrap()
 }
@@ -420,6 +423,7 @@ impl Platform {
             let functions = Functions::follow(&queue, shutdown.clone()).await.unwrap();
             tokio::spawn(fjord_worker::retrier::run(
                 queue.clone(),
+                store.clone(),
                 functions,
                 shutdown.clone(),
             ));
@@ -602,7 +606,7 @@ impl Platform {
         wait_for(&format!("call {call_id} to finish"), timeout, || async {
             let s = self.status(call_id).await;
             let status = s["status"].as_str().unwrap_or_default().to_owned();
-            ["succeeded", "failed", "dead", "cancelled"]
+            fjord_common::invocation::FINAL_STATUSES
                 .contains(&status.as_str())
                 .then_some(s)
         })

@@ -2,6 +2,7 @@
 //! `find_nats_server`, which finds its binary.
 
 use std::fs;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -22,6 +23,8 @@ pub struct LocalNats {
     /// The running server; `None` after `kill` or `stop` until `restart`.
     child: Option<Child>,
     port: u16,
+    /// The address it listens on (127.0.0.1 unless started with [`LocalNats::start_on`]).
+    listen: IpAddr,
     store_dir: PathBuf,
     binary: PathBuf,
 }
@@ -32,12 +35,23 @@ impl LocalNats {
     /// accepts connections. Logs go to `store_dir/nats.log`. Fails when nats-server is not
     /// installed, the port is taken, or the server exits or stays silent.
     pub async fn start(store_dir: &Path, port: u16) -> Result<Self, ServiceError> {
+        Self::start_on(store_dir, port, IpAddr::V4(Ipv4Addr::LOCALHOST)).await
+    }
+
+    /// As [`LocalNats::start`], listening on `listen` (`0.0.0.0`: every interface, for clients
+    /// on other hosts or network namespaces); [`LocalNats::url`] stays the loopback one.
+    pub async fn start_on(
+        store_dir: &Path,
+        port: u16,
+        listen: IpAddr,
+    ) -> Result<Self, ServiceError> {
         let binary = find_nats_server().ok_or_else(|| not_installed("nats-server"))?;
         fs::create_dir_all(store_dir)?;
         let port = if port == 0 { free_port()? } else { port };
         let mut nats = LocalNats {
             child: None,
             port,
+            listen,
             store_dir: std::path::absolute(store_dir)?,
             binary,
         };
@@ -93,7 +107,14 @@ impl LocalNats {
         }
         let out = append_log(&log)?;
         let mut child = Command::new(&self.binary)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .args([
+                "-a",
+                &self.listen.to_string(),
+                "-p",
+                &port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(&self.store_dir)
             .arg("-l")
             .arg(&log)
