@@ -204,3 +204,32 @@ async fn a_call_whose_every_attempt_is_lost_ends_dead_and_leaves_the_stream() {
     .await;
     second.start_kill().unwrap();
 }
+
+#[tokio::test]
+async fn an_outcome_delivered_twice_is_handed_over_once() {
+    // The recorder's ack can be lost (a crash, NATS restarted) and the outcome delivered again:
+    // applying it again must not hand its callback to the dispatcher a second time.
+    let p = Platform::start_with(Options {
+        recorder: false,
+        dispatcher: None,
+        ..Default::default()
+    })
+    .await;
+    let call = fjord_common::CallId::new();
+    let mut finished = fjord_common::invocation::Finished::ended(
+        call,
+        "echo".parse().unwrap(),
+        1,
+        fjord_common::invocation::now_ns(),
+        fjord_common::invocation::FinalStatus::Succeeded,
+        String::new(),
+    );
+    finished.callback_url = Some("https://203.0.113.10/hook".into());
+    let mut batch = fjord_common::store::Batch::default();
+    batch.finished.push((finished, b"done".to_vec(), 7));
+    let first = p.store.apply(&batch, None).await.unwrap();
+    assert_eq!(first, vec![(call, 7)]);
+    let again = p.store.apply(&batch, None).await.unwrap();
+    assert!(again.is_empty(), "{again:?}");
+    assert_eq!(p.status(&call.to_string()).await["status"], "succeeded");
+}

@@ -354,8 +354,9 @@ impl Store {
     /// Everything the batch says about one call (its invocation, start and outcome usually
     /// arrive together under load) is merged into one row first, so a call costs one row write,
     /// not three. The upsert keeps the first final outcome: `final_seq` is the stream sequence
-    /// of the event that made the call final, and a row whose returned `final_seq` is this
-    /// batch's event was recorded by this batch.
+    /// of the event that made the call final, and a row that was not final before and whose
+    /// returned `final_seq` is this batch's event was recorded by this batch (so an outcome
+    /// delivered twice hands its callback over once).
     pub async fn apply(
         &self,
         batch: &Batch,
@@ -377,7 +378,11 @@ impl Store {
                              $19::text[], $20::text[], $21::timestamptz[])
                       AS u(call_id, function, status, attempts, method, path, query, callback_url, created_at,
                            started_at, finished_at, duration_seconds, function_status, error, stream_seq,
-                           final_seq, result_headers, result_body, traceparent, callback_host, next_attempt_at))
+                           final_seq, result_headers, result_body, traceparent, callback_host, next_attempt_at)),
+             -- Calls final before this statement: an outcome delivered again (its ack was lost)
+             -- returns its own sequence but was recorded by an earlier batch.
+             prior AS (SELECT call_id FROM invocations WHERE call_id = ANY($1::uuid[]) AND final_seq IS NOT NULL),
+             up AS (
              INSERT INTO invocations AS i (call_id, function, status, attempts, method, path, query, callback_url,
                                            created_at, started_at, finished_at, duration_seconds, function_status,
                                            error, stream_seq, final_seq, result_headers, result_body, traceparent,
@@ -433,7 +438,8 @@ impl Store {
                  result_headers = CASE WHEN i.final_seq IS NULL THEN EXCLUDED.result_headers ELSE i.result_headers END,
                  result_body = CASE WHEN i.final_seq IS NULL THEN EXCLUDED.result_body ELSE i.result_body END,
                  final_seq = COALESCE(i.final_seq, EXCLUDED.final_seq)
-             RETURNING call_id, final_seq",
+             RETURNING call_id, final_seq)
+             SELECT call_id, final_seq FROM up WHERE call_id NOT IN (SELECT call_id FROM prior)",
         )
         .bind(rows.iter().map(|r| r.call_id).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.function.clone()).collect::<Vec<_>>())
