@@ -153,10 +153,10 @@ impl Default for ConsumerSettings {
 /// The longest wait between reconnect attempts while NATS is away.
 const RECONNECT_DELAY_MAX: Duration = Duration::from_millis(500);
 
-/// The recorder consumer's lease: how long the events a killed control process had taken wait
-/// before another one gets them. A recorder that is still retrying a batch (PostgreSQL away)
-/// keeps the lease with in-progress acks.
-pub const RECORDER_ACK_WAIT: Duration = Duration::from_secs(10);
+/// The lease of the control process's consumers (recorder, retrier): how long the events a
+/// killed control process had taken wait before another one gets them. A recorder that is
+/// still retrying a batch (PostgreSQL away) keeps the lease with in-progress acks.
+pub const CONTROL_ACK_WAIT: Duration = Duration::from_secs(10);
 
 /// Live figures of one function's queue.
 #[derive(Clone, Debug, Default)]
@@ -551,7 +551,7 @@ async fn ensure(
             consumer::pull::Config {
                 durable_name: Some(names.recorder_consumer().to_owned()),
                 ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: RECORDER_ACK_WAIT,
+                ack_wait: CONTROL_ACK_WAIT,
                 max_ack_pending: 50_000,
                 ..Default::default()
             },
@@ -567,7 +567,7 @@ async fn ensure(
                 durable_name: Some(names.retrier_consumer().to_owned()),
                 filter_subject: names.retrying(),
                 ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
+                ack_wait: CONTROL_ACK_WAIT,
                 max_ack_pending: 1_000_000,
                 ..Default::default()
             },

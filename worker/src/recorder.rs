@@ -15,7 +15,7 @@ use async_nats::jetstream::{AckKind, Message};
 use bytes::Bytes;
 use fjord_common::CallId;
 use fjord_common::invocation::{self, BodyRef, CallMeta, Event, SCHEMA_VERSION};
-use fjord_common::queue::{Queue, RECORDER_ACK_WAIT};
+use fjord_common::queue::{CONTROL_ACK_WAIT, Queue};
 use fjord_common::store::{Batch, Started, Store};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -169,7 +169,7 @@ async fn record(
                 }
                 delay = (delay * 2).min(Duration::from_secs(5));
                 // Still holding the batch: keep its lease, so no other recorder takes it up.
-                if held_since.elapsed() >= RECORDER_ACK_WAIT / 3 {
+                if held_since.elapsed() >= CONTROL_ACK_WAIT / 3 {
                     for message in &applied {
                         let _ = message.ack_with(AckKind::Progress).await;
                     }
