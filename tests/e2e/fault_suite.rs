@@ -48,6 +48,18 @@ impl Tally {
         assert_eq!(self.recorded_twice, 0, "{self:?}");
         assert!(self.retried > 0, "no fault landed mid-call: {self:?}");
     }
+
+    /// [`Tally::check`] for a NATS crash: nats-server writes consumer state behind its acks, so
+    /// after a SIGKILL a call can be delivered again as if for the first time (attempt 1 once
+    /// more). That the fault landed mid-call then shows as calls run twice.
+    fn check_after_nats_crash(&self) {
+        assert_eq!(self.lost, 0, "{self:?}");
+        assert_eq!(self.recorded_twice, 0, "{self:?}");
+        assert!(
+            self.retried + self.extra_executions > 0,
+            "no fault landed mid-call: {self:?}"
+        );
+    }
 }
 
 /// Compares the accepted ids with the records, the executions the function logged (one line
@@ -438,7 +450,7 @@ async fn nats_server_killed_and_restarted_under_load_loses_no_202() {
         answered_503,
         resumed.as_secs_f64()
     ));
-    t.check();
+    t.check_after_nats_crash();
     // A call answered 503 runs only if the answer said it might (publish_unconfirmed, with
     // its id); then it runs once and is recorded like any other.
     let ran: Vec<String> = sqlx::query_scalar::<_, uuid::Uuid>("SELECT call_id FROM invocations")
