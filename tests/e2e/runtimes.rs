@@ -393,6 +393,49 @@ class Handler(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
 "#;
 
+#[tokio::test]
+async fn cancelling_an_http_call_abandons_its_request_and_the_process_serves_on() {
+    let mut p = Platform::start().await;
+    let dir = shared_dir("fjord-rt-");
+    let name = unique("up");
+    let f = p.deploy_spec(upstream_function(&dir, &name, &[])).await;
+    p.start_worker(&f).await;
+    let pid = |p: &Platform| {
+        let url = format!("{}/function/{name}/pid", p.url);
+        let http = p.http.clone();
+        async move {
+            let seen: Value = http.get(url).send().await.unwrap().json().await.unwrap();
+            seen["pid"].as_i64().unwrap()
+        }
+    };
+    let before = pid(&p).await;
+    // The upstream takes 5 s over /sleep.
+    let id = p.call_async(&format!("{name}/sleep"), "").await;
+    wait_for("the call to run", Duration::from_secs(10), || async {
+        (p.status(&id).await["status"] == "running").then_some(())
+    })
+    .await;
+    let asked = std::time::Instant::now();
+    let r = p
+        .http
+        .delete(format!("{}/async-function/{id}", p.url))
+        .basic_auth(fjord_tests::USER, Some(fjord_tests::PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let s = p.wait_final(&id, Duration::from_secs(10)).await;
+    assert_eq!(s["status"], "cancelled", "{s}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(4),
+        "cancelled before the upstream would have answered: {:?}",
+        asked.elapsed()
+    );
+    // Its request was abandoned, not its process: other calls are still served by it.
+    assert_eq!(pid(&p).await, before);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn upstream_function(dir: &Path, name: &str, extra: &[(&str, &str)]) -> FunctionSpec {
     let script = write_file(dir, "upstream.py", UPSTREAM);
     let fprocess = format!("python3 {}", script.display());
