@@ -9,11 +9,14 @@
 //! is de-duplicated) and only then acknowledged. Several control processes share the consumer.
 //! A call whose function was removed meanwhile is ended `cancelled`.
 //!
-//! Fence: a retry event is dropped when the call's record shows it was overtaken — final, at a
-//! later attempt, or re-driven since. That is the late outcome of an attempt whose worker lost
-//! its lease (see the worker's `lease`) while the message ran again elsewhere; putting it back
-//! on the queue would run the call once more. With PostgreSQL unreachable the event is not
-//! held back: retries do not wait for the database, and the recorder keeps the first final.
+//! Fence: a retry event is dropped when the call's record shows it was overtaken — final, or
+//! re-driven since. That is the late outcome of an attempt whose worker lost its lease (see
+//! the worker's `lease`) while the message ran again elsewhere; putting it back on the queue
+//! would run the call once more. A record that is merely at a later attempt does not drop it:
+//! after a nats-server crash a delivery can come again as an earlier attempt, and dropping its
+//! retry would leave the call unfinished for good, where letting it through costs at most one
+//! more run. With PostgreSQL unreachable the event is not held back either: retries do not
+//! wait for the database, and the recorder keeps the first final outcome.
 
 use std::time::Duration;
 
@@ -134,11 +137,7 @@ async fn handle(queue: &Queue, store: &Store, functions: &Functions, message: Me
 /// Whether the call's record has moved past this retry event (see the module's fence).
 async fn overtaken(store: &Store, r: &Retrying) -> bool {
     match store.invocation(r.call.call_id).await {
-        Ok(Some(row)) => {
-            row.is_final()
-                || row.redrives > r.call.redrive as i32
-                || (row.redrives == r.call.redrive as i32 && row.attempts > r.attempt as i32)
-        }
+        Ok(Some(row)) => row.is_final() || row.redrives > r.call.redrive as i32,
         Ok(None) => false,
         Err(e) => {
             warn!(error = %e, call.id = %r.call.call_id, "cannot check the call's record; retrying it unchecked");
