@@ -63,11 +63,11 @@ impl Tally {
 }
 
 /// Compares the accepted ids with the records, the executions the function logged (one line
-/// per run in `executions`) and the callbacks the receiver got.
+/// per run in `dir/executions`) and the callbacks the receiver got.
 async fn tally(
     p: &Platform,
     accepted: &[String],
-    executions: &std::path::Path,
+    dir: &std::path::Path,
     receiver: &Receiver,
     recovery: Duration,
 ) -> Tally {
@@ -89,13 +89,7 @@ async fn tally(
                 .is_some_and(|(s, _)| finals.contains(&s.as_str()))
         })
         .count();
-    let mut runs: HashMap<String, usize> = HashMap::new();
-    for line in std::fs::read_to_string(executions)
-        .unwrap_or_default()
-        .lines()
-    {
-        *runs.entry(line.trim().to_owned()).or_default() += 1;
-    }
+    let runs = executions(dir);
     let mut webhooks: HashMap<String, std::collections::HashSet<String>> = HashMap::new();
     let mut deliveries: HashMap<String, usize> = HashMap::new();
     for r in receiver.received() {
@@ -181,7 +175,7 @@ async fn workers_sigkilled_mid_call_again_and_again_lose_nothing() {
     receiver
         .wait_for(accepted.len(), Duration::from_secs(60))
         .await;
-    let t = tally(&p, &accepted, &dir.join("executions"), &receiver, recovery).await;
+    let t = tally(&p, &accepted, &dir, &receiver, recovery).await;
     t.print("workers SIGKILLed every 400 ms for 6 s (2 workers, 0.2 s calls, lease 2 s)");
     t.check();
     for mut w in workers {
@@ -317,7 +311,7 @@ async fn the_control_process_sigkilled_and_restarted_loses_nothing() {
     receiver
         .wait_for(accepted.len(), Duration::from_secs(60))
         .await;
-    let t = tally(&p, &accepted, &dir.join("executions"), &receiver, recovery).await;
+    let t = tally(&p, &accepted, &dir, &receiver, recovery).await;
     t.print("control process SIGKILLed every 700 ms, 4 times (first attempts fail, retried after 100 ms)");
     t.check();
     running.start_kill().unwrap();
@@ -365,7 +359,7 @@ async fn a_gateway_sigkilled_under_load_honours_every_202_it_sent() {
     receiver
         .wait_for(accepted.len(), Duration::from_secs(60))
         .await;
-    let t = tally(&p, &accepted, &dir.join("executions"), &receiver, recovery).await;
+    let t = tally(&p, &accepted, &dir, &receiver, recovery).await;
     t.print(&format!(
         "gateway SIGKILLed 3 times under load ({refused} requests refused or cut, none lost)"
     ));
@@ -444,7 +438,7 @@ async fn nats_server_killed_and_restarted_under_load_loses_no_202() {
     receiver
         .wait_for(accepted.len(), Duration::from_secs(60))
         .await;
-    let t = tally(&p, &accepted, &fdir.join("executions"), &receiver, recovery).await;
+    let t = tally(&p, &accepted, &fdir, &receiver, recovery).await;
     t.print(&format!(
         "nats-server SIGKILLed under load, down 3 s, then more load ({} answered 503; intake back {:.1} s after the server; lease 2 s)",
         answered_503,
@@ -522,7 +516,7 @@ async fn postgres_killed_and_restarted_under_load_loses_nothing() {
     receiver
         .wait_for(accepted.len(), Duration::from_secs(60))
         .await;
-    let t = tally(&p, &accepted, &fdir.join("executions"), &receiver, recovery).await;
+    let t = tally(&p, &accepted, &fdir, &receiver, recovery).await;
     t.print(
         "PostgreSQL SIGKILLed under load, down 3 s (first attempts fail, retried after 100 ms)",
     );

@@ -349,32 +349,14 @@ async fn handle(
             );
             info!(%error, "cancelling call");
             let finished = finished(&meta, attempt - 1, None, FinalStatus::Cancelled, 503, error);
-            if publish(
-                &shared,
-                &lease,
-                Event::Finished(Box::new(finished)),
-                Bytes::new(),
-            )
-            .await
-            {
-                let _ = message.ack_with(AckKind::Term).await;
-            }
+            end_unrun(&shared, &lease, &message, finished).await;
             return;
         }
         if shared.cancelled.contains(meta.call_id) {
             info!("call cancelled before it ran");
             let error = "cancelled before it ran".to_owned();
             let finished = finished(&meta, attempt - 1, None, FinalStatus::Cancelled, 503, error);
-            if publish(
-                &shared,
-                &lease,
-                Event::Finished(Box::new(finished)),
-                Bytes::new(),
-            )
-            .await
-            {
-                let _ = message.ack_with(AckKind::Term).await;
-            }
+            end_unrun(&shared, &lease, &message, finished).await;
             return;
         }
         // The last delivery the consumer allows is never run: it records the call `dead`, so
@@ -387,16 +369,7 @@ async fn handle(
             warn!(%error, "recording call as dead");
             let mut finished = finished(&meta, attempt - 1, None, FinalStatus::Dead, 503, error);
             finished.dead_letter = dead_letter(&shared, &meta, &inline).await;
-            if publish(
-                &shared,
-                &lease,
-                Event::Finished(Box::new(finished)),
-                Bytes::new(),
-            )
-            .await
-            {
-                let _ = message.ack_with(AckKind::Term).await;
-            }
+            end_unrun(&shared, &lease, &message, finished).await;
             return;
         }
         let (mut finished, body) =
@@ -449,6 +422,21 @@ async fn handle(
     }
     .instrument(span)
     .await
+}
+
+/// Records a call that ends without running (cancelled, or `dead`) and terminates its message
+/// once the outcome is published.
+async fn end_unrun(shared: &Shared, lease: &Lease, message: &Message, finished: Finished) {
+    if publish(
+        shared,
+        lease,
+        Event::Finished(Box::new(finished)),
+        Bytes::new(),
+    )
+    .await
+    {
+        let _ = message.ack_with(AckKind::Term).await;
+    }
 }
 
 /// Hands a call abandoned at the end of the drain grace back for immediate redelivery as the
