@@ -14,6 +14,7 @@ pub mod package;
 pub mod queue;
 pub mod registry;
 pub mod retry;
+pub mod scale;
 pub mod secrets;
 pub mod services;
 pub mod signal;

@@ -65,6 +65,24 @@ impl Names {
     pub fn ping(&self, function: &FunctionName) -> String {
         format!("{}.ping.{function}", self.prefix)
     }
+    /// Core NATS subject announcing (without a body) each call published for the function: the
+    /// autoscaler's push-driven wake-up.
+    pub fn wake(&self, function: &FunctionName) -> String {
+        format!("{}.wake.{function}", self.prefix)
+    }
+    /// Every function's wake-ups.
+    pub fn wakes(&self) -> String {
+        format!("{}.wake.*", self.prefix)
+    }
+    /// Core NATS request subject on which the autoscaler answers for a function (see
+    /// [`crate::scale::ScaleRequest`]).
+    pub fn autoscaler(&self, function: &FunctionName) -> String {
+        format!("{}.autoscaler.{function}", self.prefix)
+    }
+    /// Every function's autoscaler requests.
+    pub fn autoscaler_all(&self) -> String {
+        format!("{}.autoscaler.*", self.prefix)
+    }
     pub fn function_consumer(&self, function: &FunctionName) -> String {
         format!("fn_{function}")
     }
@@ -330,7 +348,14 @@ impl Queue {
         let subject = self.names.invoke(&meta.function);
         let mut headers = schema_headers();
         headers.insert("Nats-Msg-Id", message_id);
-        self.publish(subject, headers, payload).await
+        let stored = self.publish(subject, headers, payload).await?;
+        // Best effort: a lost wake-up delays a zero-scaled function until the autoscaler's next
+        // look at the queues, it loses no call.
+        let _ = self
+            .client
+            .publish(self.names.wake(&meta.function), Bytes::new())
+            .await;
+        Ok(stored)
     }
 
     /// Stores a request body out of band (a dead letter's, so it outlives its messages) and

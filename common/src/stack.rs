@@ -231,7 +231,7 @@ impl FunctionSpec {
                 "must be the SHA-256 (64 hex digits) of an uploaded package",
             ));
         }
-        self.scale_min()?;
+        crate::scale::ScalePolicy::for_spec(self)?;
         self.max_inflight()?;
         self.queue_max()?;
         crate::callback::Policy::for_spec(self)?;
@@ -270,11 +270,6 @@ impl FunctionSpec {
                 .parse()
                 .map_err(|_| Error::invalid(key, format!("{v:?} is not a whole number"))),
         }
-    }
-
-    /// Worker processes to keep running: `com.openfaas.scale.min`, default 1.
-    pub fn scale_min(&self) -> Result<u32, Error> {
-        self.setting_u32("com.openfaas.scale.min", 1)
     }
 
     /// The most calls the function may have queued or running (`com.fjord.queue.max`); beyond
@@ -484,7 +479,10 @@ functions:
             Some("http://127.0.0.1:8080")
         );
         let specs = stack.specs(Path::new(".")).unwrap();
-        assert_eq!(specs[0].scale_min().unwrap(), 2);
+        assert_eq!(
+            crate::scale::ScalePolicy::for_spec(&specs[0]).unwrap().min,
+            2
+        );
         assert_eq!(specs[0].max_inflight().unwrap(), 8);
     }
 

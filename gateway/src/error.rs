@@ -74,6 +74,10 @@ pub enum ApiError {
         "the queue (NATS JetStream) did not confirm the call {0}; it may still run: retry with the same Idempotency-Key or X-Call-Id so it runs once"
     )]
     PublishUnconfirmed(String),
+    #[error(
+        "no autoscaler is running: start fjord-worker control without FJORD_NO_SPAWN (on Kubernetes, KEDA scales the workers: use kubectl scale)"
+    )]
+    AutoscalerUnavailable,
     #[error("the database is unavailable")]
     DatabaseUnavailable,
     #[error("the call may have been accepted but is not recorded yet; retry shortly")]
@@ -112,6 +116,7 @@ impl ApiError {
             ApiError::QueueFull(_) => "queue_full",
             ApiError::QueueUnavailable => "queue_unavailable",
             ApiError::PublishUnconfirmed(_) => "publish_unconfirmed",
+            ApiError::AutoscalerUnavailable => "autoscaler_unavailable",
             ApiError::DatabaseUnavailable => "database_unavailable",
             ApiError::NotYetRecorded => "not_yet_recorded",
             ApiError::Internal => "internal",
@@ -146,6 +151,7 @@ impl ApiError {
             ApiError::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::QueueUnavailable
             | ApiError::PublishUnconfirmed(_)
+            | ApiError::AutoscalerUnavailable
             | ApiError::DatabaseUnavailable
             | ApiError::NotYetRecorded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,

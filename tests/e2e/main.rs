@@ -1,6 +1,7 @@
 //! Fjord's end-to-end tests: real NATS JetStream, real PostgreSQL, real HTTP. One binary; every
 //! test has its own database and NATS prefix, so they run in parallel.
 
+mod autoscale;
 mod backpressure;
 mod bad_input;
 mod callbacks;

@@ -509,18 +509,75 @@ impl Platform {
         token
     }
 
+    /// The environment of this platform's `fjord-worker` processes.
+    pub fn worker_env(&self) -> Vec<(String, String)> {
+        [
+            ("NATS_URL", self.nats_url.as_str()),
+            ("FJORD_NATS_PREFIX", &self.prefix),
+            ("DATABASE_URL", &self.db.url),
+            ("FJORD_DRAIN_GRACE", "5s"),
+            ("FJORD_WORK_DIR", &self.work_dir.to_string_lossy()),
+            ("FJORD_CALLBACK_SECRET", CALLBACK_SECRETS),
+            ("FJORD_CALLBACK_ALLOW_NETS", CALLBACK_ALLOW_NETS),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
     /// A `fjord-worker` command set up for this platform (the caller adds arguments).
     pub fn worker_command(&self) -> tokio::process::Command {
         let mut c = tokio::process::Command::new(bin("fjord-worker"));
-        c.env("NATS_URL", &self.nats_url)
-            .env("FJORD_NATS_PREFIX", &self.prefix)
-            .env("DATABASE_URL", &self.db.url)
-            .env("FJORD_DRAIN_GRACE", "5s")
-            .env("FJORD_WORK_DIR", &self.work_dir)
-            .env("FJORD_CALLBACK_SECRET", CALLBACK_SECRETS)
-            .env("FJORD_CALLBACK_ALLOW_NETS", CALLBACK_ALLOW_NETS)
-            .kill_on_drop(true);
+        c.envs(self.worker_env()).kill_on_drop(true);
         c
+    }
+
+    /// Runs the control process's autoscaler in this process, starting real `fjord-worker`
+    /// processes; it stops (and stops its workers) with the platform.
+    pub fn start_autoscaler(&self, interval: Duration) {
+        let options = fjord_worker::autoscale::AutoscaleOptions {
+            worker: fjord_worker::autoscale::WorkerCommand {
+                exe: bin("fjord-worker"),
+                env: self.worker_env(),
+                stop_timeout: Duration::from_secs(10),
+            },
+            interval,
+        };
+        let run = fjord_worker::autoscale::run(self.queue.clone(), options, self.shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(e) = run.await {
+                eprintln!("the autoscaler failed: {e}");
+            }
+        });
+    }
+
+    /// PIDs of this platform's worker processes for `function` (read from /proc).
+    pub fn worker_pids(&self, function: &str) -> Vec<i32> {
+        let wanted = format!("run\0--function\0{function}\0");
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+                continue;
+            };
+            let prefix = format!("FJORD_NATS_PREFIX={}\0", self.prefix);
+            let contains = |hay: &[u8], needle: &str| {
+                hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+            };
+            if contains(&cmdline, &wanted) && contains(&environ, &prefix) {
+                pids.push(pid);
+            }
+        }
+        pids
     }
 
     /// A `fjord-gateway` process for this platform listening on `addr` (the caller spawns it).

@@ -1,7 +1,8 @@
 //! `fjord-worker`: the worker loop that runs one function's calls (`run`), and the control
-//! process (`control`) that records outcomes in PostgreSQL, delivers callbacks and keeps worker
-//! processes running.
+//! process (`control`) that records outcomes in PostgreSQL, delivers callbacks and starts and
+//! stops worker processes as calls come and go.
 
+pub mod autoscale;
 pub mod control;
 pub mod dispatcher;
 mod lease;

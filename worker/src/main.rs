@@ -12,6 +12,7 @@ use fjord_common::queue::Queue;
 use fjord_common::registry::Registry;
 use fjord_common::store::{self, Store};
 use fjord_common::{FunctionName, telemetry};
+use fjord_worker::autoscale::{AutoscaleOptions, WorkerCommand};
 use fjord_worker::control::{self, ControlOptions};
 use fjord_worker::dispatcher::DispatchConfig;
 use fjord_worker::runtime;
@@ -45,7 +46,7 @@ enum Command {
         #[arg(long, env = "FJORD_WORK_DIR")]
         work_dir: Option<PathBuf>,
     },
-    /// Run the recorder and keep the functions' worker processes running.
+    /// Run the recorder, the callback dispatcher and the autoscaler of worker processes.
     Control {
         /// PostgreSQL URL (migrations are applied at start over this direct connection).
         #[arg(long, env = "DATABASE_URL")]
@@ -66,6 +67,9 @@ enum Command {
         /// How long running calls may take to finish after SIGTERM.
         #[arg(long, env = "FJORD_DRAIN_GRACE", default_value = "30s", value_parser = duration_arg)]
         drain_grace: Duration,
+        /// How often the autoscaler looks at every function's queue (calls also wake it at once).
+        #[arg(long, env = "FJORD_AUTOSCALE_INTERVAL", default_value = "500ms", value_parser = duration_arg)]
+        autoscale_interval: Duration,
         /// Byte cap of the call stream (0: none but JetStream's own limits); intake answers
         /// 429 near it instead of letting the disk fill.
         #[arg(long, env = "FJORD_STREAM_MAX_BYTES", default_value_t = 4 << 30)]
@@ -158,6 +162,7 @@ async fn main() -> anyhow::Result<()> {
             db_pool,
             no_spawn,
             drain_grace,
+            autoscale_interval,
             stream_max_bytes,
             callbacks,
         } => {
@@ -170,10 +175,24 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .context("applying migrations")?;
             let store = Store::connect_with(&database_url, db_pool, pgbouncer).await?;
+            let autoscale = AutoscaleOptions {
+                worker: WorkerCommand {
+                    exe: std::env::current_exe()?,
+                    // The workers use this process's NATS settings, however they were given.
+                    env: vec![
+                        ("NATS_URL".into(), cli.nats.nats_url.clone()),
+                        ("FJORD_NATS_PREFIX".into(), cli.nats.nats_prefix.clone()),
+                        (
+                            "FJORD_DRAIN_GRACE".into(),
+                            format!("{}ms", drain_grace.as_millis()),
+                        ),
+                    ],
+                    stop_timeout: drain_grace + Duration::from_secs(5),
+                },
+                interval: autoscale_interval,
+            };
             let options = ControlOptions {
-                worker_exe: std::env::current_exe()?,
-                spawn_workers: !no_spawn,
-                stop_timeout: drain_grace + Duration::from_secs(5),
+                autoscale: (!no_spawn).then_some(autoscale),
                 dispatch,
             };
             control::run(queue, store, options, shutdown).await?;

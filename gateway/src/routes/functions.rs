@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 
 use super::extract::json_body;
 use super::queues::count_workers;
+use super::scale::autoscaler_status;
 use crate::AppState;
 use crate::error::ApiError;
 
@@ -175,12 +176,22 @@ pub async fn get(
 async fn describe(state: &AppState, specs: &[FunctionSpec]) -> Result<Vec<Value>, ApiError> {
     let names: Vec<String> = specs.iter().map(|s| s.name.to_string()).collect();
     let counts = state.store.invocation_counts(&names).await?;
-    let available =
-        futures::future::join_all(specs.iter().map(|s| count_workers(state, &s.name))).await;
+    let live = futures::future::join_all(specs.iter().map(|s| async {
+        let (available, scaling) = tokio::join!(
+            count_workers(state, &s.name),
+            autoscaler_status(state, &s.name)
+        );
+        (available, scaling)
+    }))
+    .await;
     specs
         .iter()
-        .zip(available)
-        .map(|(spec, available)| {
+        .zip(live)
+        .map(|(spec, (available, scaling))| {
+            let available = available?;
+            // Without an autoscaler (KEDA scales the workers) the workers that answer are the
+            // replicas.
+            let replicas = scaling.as_ref().map_or(available as u32, |s| s.replicas);
             let mut env_vars = spec.environment.clone();
             let env_process = env_vars.remove("fprocess").unwrap_or_default();
             Ok(json!({
@@ -196,8 +207,9 @@ async fn describe(state: &AppState, specs: &[FunctionSpec]) -> Result<Vec<Value>
                 "requests": spec.requests,
                 "readOnlyRootFilesystem": false,
                 "invocationCount": counts.get(spec.name.as_str()).copied().unwrap_or(0),
-                "replicas": spec.scale_min().unwrap_or(1).max(1),
-                "availableReplicas": available?,
+                "replicas": replicas,
+                "availableReplicas": available,
+                "scaling": scaling,
                 "lang": spec.lang,
                 "handler": spec.handler,
                 "package": spec.package,

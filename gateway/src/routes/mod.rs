@@ -10,6 +10,7 @@ mod idempotency;
 mod invoke;
 mod packages;
 mod queues;
+mod scale;
 mod secrets;
 mod status;
 
@@ -53,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/system/function/{name}", get(functions::get))
         .route("/system/info", get(functions::info))
+        .route("/system/scale-function/{name}", post(scale::scale_function))
         .route(
             "/system/secrets",
             get(secrets::list)
