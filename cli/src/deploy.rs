@@ -20,6 +20,8 @@ pub struct DeployArgs {
     pub file: PathBuf,
     #[command(flatten)]
     pub gateway: GatewayArgs,
+    #[command(flatten)]
+    pub k8s: crate::k8s::K8sArgs,
 }
 
 #[derive(clap::Args)]
@@ -143,6 +145,9 @@ pub async fn deploy(gateway: &Gateway, stack: &LoadedStack) -> anyhow::Result<Ve
 
 pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
     let stack = load(&args.file)?;
+    if args.k8s.k8s {
+        return crate::k8s::write(&args.k8s, &stack.specs);
+    }
     let gateway = Gateway::new(&args.gateway, stack.gateway.as_deref())?;
     for name in deploy(&gateway, &stack).await? {
         println!("deployed {name}");

@@ -5,6 +5,7 @@ mod bench;
 mod client;
 mod commands;
 mod deploy;
+mod k8s;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -24,7 +25,8 @@ struct Cli {
 enum Command {
     /// Start NATS and PostgreSQL if needed, deploy the stack, run gateway, control and workers.
     Up(up::UpArgs),
-    /// Deploy the functions of a stack.yml (packing and uploading handler folders).
+    /// Deploy the functions of a stack.yml (packing and uploading handler folders), or with
+    /// --k8s write Kubernetes manifests (worker Deployments, KEDA ScaledObjects) for it.
     Deploy(deploy::DeployArgs),
     /// Remove a function: new calls get 404, queued ones end as cancelled.
     Remove(deploy::RemoveArgs),

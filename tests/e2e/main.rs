@@ -13,6 +13,7 @@ mod faults;
 mod idempotency;
 mod image_resize;
 mod intake;
+mod k8s;
 mod management;
 mod pdf;
 mod pgbouncer;

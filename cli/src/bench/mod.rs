@@ -10,6 +10,7 @@ mod baseline;
 mod callbacks;
 mod cpu;
 mod load;
+mod scaling;
 mod setup;
 
 use std::time::Duration;
@@ -31,6 +32,12 @@ pub struct BenchArgs {
     /// Worker processes for the end-to-end phases.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
+    /// Cold starts measured (each from zero workers).
+    #[arg(long, default_value_t = 100)]
+    pub cold_starts: usize,
+    /// Only the autoscaler's phases (cold start, burst, memory).
+    #[arg(long)]
+    pub skip_core: bool,
     /// NATS server URL.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
@@ -49,8 +56,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "warning: this is a debug build of fjord; figures are only meaningful with --release"
         );
     }
-    let mut install = setup::Installation::start(&args).await?;
-    let result = phases(&args, &mut install).await;
+    if !args.skip_core {
+        let functions = ["sink", "echo", "hook"].map(|name| setup::spec(name, "echo", 256, &[]));
+        let mut install = setup::Installation::start(&args, &functions, false).await?;
+        let result = phases(&args, &mut install).await;
+        install.stop().await;
+        result?;
+    }
+    // Scaling on an installation of its own, whose control process starts the workers.
+    let mut install = setup::Installation::start(&args, &scaling::functions(), true).await?;
+    let result = scaling::run(&args, &install).await;
     install.stop().await;
     result
 }

@@ -46,14 +46,18 @@ impl Recorded {
     }
 }
 
-fn spec(name: &str) -> FunctionSpec {
+/// A built-in function for a phase.
+pub fn spec(name: &str, handler: &str, max_inflight: u32, labels: &[(&str, &str)]) -> FunctionSpec {
     FunctionSpec {
         name: name.parse().expect("valid name"),
         lang: "builtin".into(),
-        handler: "echo".into(),
+        handler: handler.into(),
         image: None,
-        environment: [("max_inflight".to_owned(), "256".to_owned())].into(),
-        labels: Default::default(),
+        environment: [("max_inflight".to_owned(), max_inflight.to_string())].into(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         annotations: Default::default(),
         secrets: Vec::new(),
         limits: None,
@@ -64,7 +68,13 @@ fn spec(name: &str) -> FunctionSpec {
 }
 
 impl Installation {
-    pub async fn start(args: &BenchArgs) -> anyhow::Result<Self> {
+    /// Deploys `functions` and starts the gateway and a control process, which starts and scales
+    /// workers itself when `autoscale` is set (otherwise [`Self::start_workers`] does).
+    pub async fn start(
+        args: &BenchArgs,
+        functions: &[FunctionSpec],
+        autoscale: bool,
+    ) -> anyhow::Result<Self> {
         let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
         let prefix = format!("bench{id}");
         let database = format!("fjord_bench_{id}");
@@ -86,13 +96,12 @@ impl Installation {
 
         let queue = Queue::connect(&args.nats_url, Names::new(&prefix)?).await?;
         let registry = Registry::open(&queue).await?;
-        for name in ["sink", "echo", "hook"] {
-            let spec = spec(name);
+        for spec in functions {
             registry
                 .deploy(
                     &queue,
-                    &spec,
-                    &ConsumerSettings::for_spec(&spec, Duration::from_secs(30))?,
+                    spec,
+                    &ConsumerSettings::for_spec(spec, Duration::from_secs(30))?,
                 )
                 .await?;
         }
@@ -131,7 +140,11 @@ impl Installation {
             }
             Ok(c.spawn()?)
         };
-        let control = spawn("fjord-worker", &["control", "--no-spawn"])?;
+        let control = if autoscale {
+            spawn("fjord-worker", &["control"])?
+        } else {
+            spawn("fjord-worker", &["control", "--no-spawn"])?
+        };
         let gateway = spawn("fjord-gateway", &[])?;
         let gateway_url = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
@@ -162,6 +175,18 @@ impl Installation {
             bin_dir,
             env,
         })
+    }
+
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    pub fn pool(&self) -> &sqlx::PgPool {
+        &self.pool
+    }
+
+    pub fn control_pid(&self) -> Option<u32> {
+        self.control.id()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -283,6 +308,27 @@ impl Installation {
             start_p50_ms: p50,
             start_p99_ms: p99,
         })
+    }
+
+    /// Waits until the call is recorded in a final state.
+    pub async fn wait_final(&self, id: uuid::Uuid) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let status: Option<String> =
+                sqlx::query_scalar("SELECT status FROM invocations WHERE call_id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            if status
+                .is_some_and(|s| fjord_common::invocation::FINAL_STATUSES.contains(&s.as_str()))
+            {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("call {id} did not finish");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Writes `n` final calls of `function` whose callbacks to `url` are due, as the recorder

@@ -272,26 +272,24 @@ impl Autoscaler {
             return;
         };
         let name = request.subject.rsplit('.').next().unwrap_or_default();
-        let answer = match (
-            name.parse::<FunctionName>(),
-            serde_json::from_slice::<ScaleRequest>(&request.payload),
-        ) {
-            (Ok(name), Ok(asked)) => match self.functions.get_mut(&name) {
-                None => None,
-                Some(scaled) => {
-                    let now = Instant::now();
-                    if let Some(replicas) = asked.replicas {
-                        scaled.sizing.set_manual(replicas, now);
-                        let wanted = scaled
-                            .sizing
-                            .decide(scaled.pool.replicas(), scaled.load, now);
-                        scaled.pool.resize(wanted, &self.tracker, &self.shutdown);
-                    }
-                    Some(scaled.status(now))
-                }
-            },
-            _ => None,
-        };
+        let asked = serde_json::from_slice::<ScaleRequest>(&request.payload);
+        let mut answer = None;
+        if let (Ok(name), Ok(asked)) = (name.parse::<FunctionName>(), asked)
+            && let Some(scaled) = self.functions.get_mut(&name)
+        {
+            let now = Instant::now();
+            if let Some(replicas) = asked.replicas {
+                // As asked, at once; a fresh look at the queue overrides it only if the backlog
+                // needs more workers.
+                scaled.sizing.set_manual(replicas, now);
+                let wanted = replicas.min(scaled.sizing.policy.max);
+                scaled.pool.resize(wanted, &self.tracker, &self.shutdown);
+            }
+            answer = Some(scaled.status(now));
+            if asked.replicas.is_some() {
+                self.look(&name);
+            }
+        }
         // `null` for a function this autoscaler does not know (yet): the gateway checks the
         // registry itself.
         let body = serde_json::to_vec(&answer).unwrap_or_else(|_| b"null".to_vec());
