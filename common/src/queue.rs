@@ -74,6 +74,14 @@ impl Names {
     pub fn wakes(&self) -> String {
         format!("{}.wake.*", self.prefix)
     }
+    /// Core NATS subject on which a worker started from zero reports its first call's cold
+    /// start (seconds from accept to start, as text).
+    pub fn cold_start(&self, function: &FunctionName) -> String {
+        format!("{}.coldstart.{function}", self.prefix)
+    }
+    pub fn cold_starts(&self) -> String {
+        format!("{}.coldstart.*", self.prefix)
+    }
     /// Core NATS request subject on which the autoscaler answers for a function (see
     /// [`crate::scale::ScaleRequest`]).
     pub fn autoscaler(&self, function: &FunctionName) -> String {

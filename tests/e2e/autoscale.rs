@@ -60,7 +60,7 @@ async fn a_call_wakes_a_zero_scaled_function_which_goes_back_to_zero_when_idle()
         ],
     ))
     .await;
-    p.start_autoscaler(INTERVAL);
+    let cold_starts = p.start_autoscaler(INTERVAL);
     // Deployed and never called: nothing runs.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let f = wait_workers(&p, &name, 0, Duration::from_secs(5)).await;
@@ -71,6 +71,48 @@ async fn a_call_wakes_a_zero_scaled_function_which_goes_back_to_zero_when_idle()
     let done = p.wait_final(&id, Duration::from_secs(20)).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     wait_workers(&p, &name, 1, Duration::from_secs(5)).await;
+
+    // That call was a cold start, and the control process's /metrics shows it as a histogram.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(fjord_worker::metrics::serve(
+        listener,
+        cold_starts,
+        p.shutdown_token(),
+    ));
+    let text = wait_for(
+        "the cold start to be observed",
+        Duration::from_secs(5),
+        || async {
+            let text = p
+                .http
+                .get(format!("http://{addr}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            text.contains(&format!(
+                "fjord_cold_start_seconds_count{{function_name=\"{name}\"}} 1"
+            ))
+            .then_some(text)
+        },
+    )
+    .await;
+    assert!(
+        text.contains("# TYPE fjord_cold_start_seconds histogram"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "fjord_cold_start_seconds_bucket{{function_name=\"{name}\",le=\"+Inf\"}} 1"
+        )),
+        "{text}"
+    );
+    let within_a_minute =
+        format!("fjord_cold_start_seconds_bucket{{function_name=\"{name}\",le=\"60\"}} 1");
+    assert!(text.contains(&within_a_minute), "{text}");
 
     // Idle for the zero duration (2 s): every worker stops; a later call wakes one again.
     wait_workers(&p, &name, 0, Duration::from_secs(15)).await;

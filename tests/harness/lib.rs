@@ -497,6 +497,7 @@ impl Platform {
             max_inflight: spec.max_inflight().unwrap() as usize,
             drain_grace: Duration::from_secs(5),
             work_dir: self.work_dir.clone(),
+            cold_start: false,
         };
         let run = worker::run(self.queue.clone(), spec.clone(), options, token.clone());
         let name = spec.name.clone();
@@ -534,7 +535,11 @@ impl Platform {
 
     /// Runs the control process's autoscaler in this process, starting real `fjord-worker`
     /// processes; it stops (and stops its workers) with the platform.
-    pub fn start_autoscaler(&self, interval: Duration) {
+    pub fn start_autoscaler(
+        &self,
+        interval: Duration,
+    ) -> std::sync::Arc<fjord_common::metrics::FunctionHistogram> {
+        let cold_starts = std::sync::Arc::new(fjord_worker::autoscale::cold_start_histogram());
         let options = fjord_worker::autoscale::AutoscaleOptions {
             worker: fjord_worker::autoscale::WorkerCommand {
                 exe: bin("fjord-worker"),
@@ -542,6 +547,7 @@ impl Platform {
                 stop_timeout: Duration::from_secs(10),
             },
             interval,
+            cold_starts: cold_starts.clone(),
         };
         let run = fjord_worker::autoscale::run(self.queue.clone(), options, self.shutdown.clone());
         tokio::spawn(async move {
@@ -549,6 +555,7 @@ impl Platform {
                 eprintln!("the autoscaler failed: {e}");
             }
         });
+        cold_starts
     }
 
     /// PIDs of this platform's worker processes for `function` (read from /proc).
@@ -668,6 +675,11 @@ impl Platform {
                 .then_some(s)
         })
         .await
+    }
+
+    /// A token cancelled when the platform stops.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
     }
 
     pub fn stop_workers(&mut self) {

@@ -16,6 +16,8 @@ pub struct ControlOptions {
     /// Start and scale worker processes; `None` when another system, such as KEDA, runs them.
     pub autoscale: Option<AutoscaleOptions>,
     pub dispatch: DispatchConfig,
+    /// Where `/metrics` is served, if anywhere.
+    pub metrics: Option<tokio::net::TcpListener>,
 }
 
 pub async fn run(
@@ -46,6 +48,18 @@ pub async fn run(
         functions,
         shutdown.clone(),
     ));
+    if let Some(listener) = options.metrics {
+        let cold_starts = match &options.autoscale {
+            Some(a) => a.cold_starts.clone(),
+            None => std::sync::Arc::new(crate::autoscale::cold_start_histogram()),
+        };
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::metrics::serve(listener, cold_starts, stop).await {
+                error!(error = %e, "serving /metrics stopped");
+            }
+        });
+    }
     match options.autoscale {
         Some(autoscale) => {
             if let Err(e) = crate::autoscale::run(queue.clone(), autoscale, shutdown.clone()).await

@@ -6,6 +6,7 @@ pub mod autoscale;
 pub mod control;
 pub mod dispatcher;
 mod lease;
+pub mod metrics;
 pub mod prepare;
 pub mod recorder;
 pub mod retire;

@@ -45,6 +45,10 @@ enum Command {
         /// Where functions' files, homes and secrets live [default: /var/lib/fjord/work as root, else <temp dir>/fjord-work-<uid>].
         #[arg(long, env = "FJORD_WORK_DIR")]
         work_dir: Option<PathBuf>,
+        /// Started because the function had no worker (the autoscaler sets it): the first
+        /// call's accept-to-start time is reported as a cold start.
+        #[arg(long, hide = true)]
+        cold_start: bool,
     },
     /// Run the recorder, the callback dispatcher and the autoscaler of worker processes.
     Control {
@@ -70,6 +74,9 @@ enum Command {
         /// How often the autoscaler looks at every function's queue (calls also wake it at once).
         #[arg(long, env = "FJORD_AUTOSCALE_INTERVAL", default_value = "500ms", value_parser = duration_arg)]
         autoscale_interval: Duration,
+        /// Serve Prometheus metrics (`/metrics`) on this address, e.g. 127.0.0.1:9464.
+        #[arg(long, env = "FJORD_CONTROL_METRICS_ADDR")]
+        metrics_addr: Option<std::net::SocketAddr>,
         /// Byte cap of the call stream (0: none but JetStream's own limits); intake answers
         /// 429 near it instead of letting the disk fill.
         #[arg(long, env = "FJORD_STREAM_MAX_BYTES", default_value_t = 4 << 30)]
@@ -142,6 +149,7 @@ async fn main() -> anyhow::Result<()> {
             function,
             drain_grace,
             work_dir,
+            cold_start,
         } => {
             let registry = Registry::open(&queue).await?;
             let spec = registry
@@ -152,6 +160,7 @@ async fn main() -> anyhow::Result<()> {
                 max_inflight: spec.max_inflight()? as usize,
                 drain_grace,
                 work_dir: work_dir.unwrap_or_else(runtime::default_work_dir),
+                cold_start,
             };
             worker::run(queue, spec, options, shutdown).await?;
         }
@@ -163,6 +172,7 @@ async fn main() -> anyhow::Result<()> {
             no_spawn,
             drain_grace,
             autoscale_interval,
+            metrics_addr,
             stream_max_bytes,
             callbacks,
         } => {
@@ -190,10 +200,20 @@ async fn main() -> anyhow::Result<()> {
                     stop_timeout: drain_grace + Duration::from_secs(5),
                 },
                 interval: autoscale_interval,
+                cold_starts: std::sync::Arc::new(fjord_worker::autoscale::cold_start_histogram()),
+            };
+            let metrics = match metrics_addr {
+                Some(addr) => Some(
+                    tokio::net::TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("listening on {addr} for /metrics"))?,
+                ),
+                None => None,
             };
             let options = ControlOptions {
                 autoscale: (!no_spawn).then_some(autoscale),
                 dispatch,
+                metrics,
             };
             control::run(queue, store, options, shutdown).await?;
         }

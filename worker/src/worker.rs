@@ -56,6 +56,8 @@ pub struct WorkerOptions {
     pub drain_grace: Duration,
     /// Where functions' files, homes and secrets live on this host (see [`runtime::Sandbox`]).
     pub work_dir: PathBuf,
+    /// Started because the function had no worker: report the first call's cold start.
+    pub cold_start: bool,
 }
 
 /// What every call handler of one worker shares.
@@ -77,6 +79,8 @@ struct Shared {
     abandon: CancellationToken,
     /// Calls cancelled through the gateway, and the running ones to stop when they are.
     cancelled: Cancelled,
+    /// Set until the first call starts, for a worker started from zero.
+    cold_start: std::sync::atomic::AtomicBool,
 }
 
 /// Why a worker could not run.
@@ -125,6 +129,7 @@ pub async fn run(
         ack_wait: config.ack_wait,
         abandon: CancellationToken::new(),
         cancelled,
+        cold_start: options.cold_start.into(),
     });
     // Pulling also stops when the definition changes or goes: this worker then finishes what
     // it runs and exits, and its supervisor starts one with the current definition.
@@ -525,6 +530,20 @@ async fn execute(
     attempt: u32,
 ) -> Attempt {
     let started_ns = now_ns();
+    if shared
+        .cold_start
+        .swap(false, std::sync::atomic::Ordering::Relaxed)
+    {
+        let seconds = started_ns.saturating_sub(meta.start_time_ns) as f64 / 1e9;
+        let _ = shared
+            .queue
+            .client
+            .publish(
+                shared.queue.names.cold_start(&shared.name),
+                seconds.to_string().into(),
+            )
+            .await;
+    }
     let started = Event::Started {
         call_id: meta.call_id,
         function: meta.function.clone(),

@@ -74,6 +74,15 @@ pub async fn run(args: &BenchArgs, install: &Installation) -> anyhow::Result<()>
         callbacks::percentile(&starts, 100.0)
     );
 
+    let exported = http.get(&install.metrics_url).send().await?.text().await?;
+    let count = exported
+        .lines()
+        .find(|l| l.starts_with("fjord_cold_start_seconds_count{function_name=\"cold\"}"));
+    println!(
+        "  control process /metrics: {}",
+        count.unwrap_or("no fjord_cold_start_seconds series for cold")
+    );
+
     // 2. Memory of an idle built-in worker that has just started, and of the control process.
     scaled(install, &cold, Some(1), |s| s.running == 1).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;

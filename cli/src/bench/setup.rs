@@ -23,6 +23,8 @@ pub struct Installation {
     admin_url: String,
     database: String,
     gateway_url: String,
+    /// The control process's `/metrics`.
+    pub metrics_url: String,
     queue: Queue,
     pool: sqlx::PgPool,
     gateway: Child,
@@ -106,12 +108,17 @@ impl Installation {
                 .await?;
         }
         let port = fjord_common::services::free_port()?;
+        let metrics_port = fjord_common::services::free_port()?;
         let password = uuid::Uuid::new_v4().simple().to_string();
         let env = vec![
             ("NATS_URL", args.nats_url.clone()),
             ("FJORD_NATS_PREFIX", prefix),
             ("DATABASE_URL", database_url.clone()),
             ("FJORD_GATEWAY_ADDR", format!("127.0.0.1:{port}")),
+            (
+                "FJORD_CONTROL_METRICS_ADDR",
+                format!("127.0.0.1:{metrics_port}"),
+            ),
             ("FJORD_BASIC_AUTH_USER", "bench".into()),
             ("FJORD_BASIC_AUTH_PASSWORD", password),
             ("RUST_LOG", "warn".into()),
@@ -167,6 +174,7 @@ impl Installation {
             admin_url,
             database,
             gateway_url,
+            metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
             queue,
             pool,
             gateway,

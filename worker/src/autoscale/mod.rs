@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::Message;
+use fjord_common::metrics::FunctionHistogram;
 use fjord_common::queue::{Queue, QueueStats};
 use fjord_common::registry::{Change, Registry};
 use fjord_common::scale::{ScalePolicy, ScaleRequest, ScaleStatus};
@@ -44,6 +45,18 @@ pub struct AutoscaleOptions {
     pub worker: WorkerCommand,
     /// How often every function's queue is looked at.
     pub interval: Duration,
+    /// Where the cold starts that workers started from zero report are observed.
+    pub cold_starts: Arc<FunctionHistogram>,
+}
+
+/// The histogram of cold starts: from the gateway's accept to the function's start, for the
+/// first call of a worker started because its function had none.
+pub fn cold_start_histogram() -> FunctionHistogram {
+    FunctionHistogram::new(
+        "fjord_cold_start_seconds",
+        "Accept to function start of calls that found no worker running (the worker was started for them).",
+        fjord_common::metrics::LATENCY_BUCKETS,
+    )
 }
 
 /// One function the autoscaler keeps workers for.
@@ -105,6 +118,11 @@ pub async fn run(
         .subscribe(queue.names.autoscaler_all())
         .await
         .map_err(Error::nats)?;
+    let mut cold_starts = queue
+        .client
+        .subscribe(queue.names.cold_starts())
+        .await
+        .map_err(Error::nats)?;
     let (looks, mut looked) = mpsc::unbounded_channel();
     let mut scaler = Autoscaler {
         queue: queue.clone(),
@@ -130,6 +148,12 @@ pub async fn run(
             },
             Some(wake) = wakes.next() => scaler.wake(&wake),
             Some(request) = requests.next() => scaler.answer(request).await,
+            Some(report) = cold_starts.next() => {
+                let function = report.subject.rsplit('.').next().unwrap_or_default();
+                if let Ok(seconds) = std::str::from_utf8(&report.payload).unwrap_or_default().parse::<f64>() {
+                    options.cold_starts.observe(function, seconds);
+                }
+            }
             Some((name, stats)) = looked.recv() => scaler.looked(name, stats),
             _ = tick.tick() => {
                 let names: Vec<FunctionName> = scaler.functions.keys().cloned().collect();
@@ -188,7 +212,9 @@ impl Autoscaler {
                     },
                 );
                 if let Some(scaled) = self.functions.get_mut(&name) {
-                    scaled.pool.resize(replicas, &self.tracker, &self.shutdown);
+                    scaled
+                        .pool
+                        .resize(replicas, false, &self.tracker, &self.shutdown);
                 }
                 self.look(&name);
             }
@@ -218,7 +244,9 @@ impl Autoscaler {
         scaled.sizing.wake(now);
         if scaled.pool.replicas() == 0 {
             let wanted = scaled.sizing.decide(0, scaled.load.max(1), now);
-            scaled.pool.resize(wanted, &self.tracker, &self.shutdown);
+            scaled
+                .pool
+                .resize(wanted, true, &self.tracker, &self.shutdown);
         }
         if scaled
             .looked_at
@@ -264,7 +292,10 @@ impl Autoscaler {
         let wanted = scaled
             .sizing
             .decide(scaled.pool.replicas(), scaled.load, now);
-        scaled.pool.resize(wanted, &self.tracker, &self.shutdown);
+        let waiting = scaled.load > 0;
+        scaled
+            .pool
+            .resize(wanted, waiting, &self.tracker, &self.shutdown);
     }
 
     async fn answer(&mut self, request: Message) {
@@ -283,7 +314,9 @@ impl Autoscaler {
                 // needs more workers.
                 scaled.sizing.set_manual(replicas, now);
                 let wanted = replicas.min(scaled.sizing.policy.max);
-                scaled.pool.resize(wanted, &self.tracker, &self.shutdown);
+                scaled
+                    .pool
+                    .resize(wanted, false, &self.tracker, &self.shutdown);
             }
             answer = Some(scaled.status(now));
             if asked.replicas.is_some() {

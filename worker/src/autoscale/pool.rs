@@ -79,15 +79,25 @@ impl Pool {
         self.health.lock().expect("health lock").clone()
     }
 
-    /// Starts or stops workers until `replicas` slots remain; the newest stop first.
-    pub fn resize(&mut self, replicas: u32, tracker: &TaskTracker, shutdown: &CancellationToken) {
+    /// Starts or stops workers until `replicas` slots remain; the newest stop first. `waiting`:
+    /// calls are queued, so a worker started while none runs is a cold start for them.
+    pub fn resize(
+        &mut self,
+        replicas: u32,
+        waiting: bool,
+        tracker: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) {
         let before = self.replicas();
         while self.replicas() < replicas {
             let stop = shutdown.child_token();
+            // The first worker of a function that had none reports its first call's cold start.
+            let cold = waiting && self.replicas() == 0 && self.health().alive == 0;
             tracker.spawn(keep_running(
                 self.function.clone(),
                 self.command.clone(),
                 self.health.clone(),
+                cold,
                 stop.clone(),
             ));
             self.slots.push(stop);
@@ -115,13 +125,18 @@ async fn keep_running(
     function: FunctionName,
     command: Arc<WorkerCommand>,
     health: Arc<Mutex<Health>>,
+    mut cold: bool,
     stop: CancellationToken,
 ) {
     let mut backoff = FIRST_BACKOFF;
     while !stop.is_cancelled() {
         let started = Instant::now();
-        let mut child = match Command::new(&command.exe)
-            .args(["run", "--function", function.as_str()])
+        let mut command_line = Command::new(&command.exe);
+        command_line.args(["run", "--function", function.as_str()]);
+        if std::mem::take(&mut cold) {
+            command_line.arg("--cold-start");
+        }
+        let mut child = match command_line
             .envs(command.env.iter().map(|(k, v)| (k, v)))
             .kill_on_drop(true)
             .spawn()
