@@ -186,9 +186,10 @@ pub async fn list(args: ListArgs) -> anyhow::Result<()> {
             "{:<32} {:<14} {:>12} {:>9} {:>9}",
             f["name"].as_str().unwrap_or(""),
             f["lang"].as_str().unwrap_or(""),
-            f["invocationCount"],
-            f["replicas"],
-            f["availableReplicas"],
+            // Values ignore the width in `{:>12}`; their text does not.
+            f["invocationCount"].to_string(),
+            f["replicas"].to_string(),
+            f["availableReplicas"].to_string(),
         );
     }
     Ok(())
