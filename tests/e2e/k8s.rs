@@ -157,3 +157,76 @@ async fn manifests_for_every_scaling_combination_validate() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// On Kubernetes the control process runs with two replicas (`FJORD_NO_SPAWN`): both pull the
+/// recorder's consumer and both dispatch callbacks. Every call is recorded once and every
+/// callback arrives once, whichever replica took it.
+#[tokio::test]
+async fn two_control_processes_share_the_recorder_and_the_dispatcher() {
+    use fjord_tests::receiver::Receiver;
+    use fjord_tests::{Options, Platform, dispatch_config, spec, wait_for};
+    use std::time::Duration;
+
+    let mut p = Platform::start_with(Options {
+        dispatcher: Some(dispatch_config()),
+        ..Options::default()
+    })
+    .await;
+    let echo = p.deploy_spec(spec("echo", "echo")).await;
+    p.start_worker(&echo).await;
+    let mut second = p
+        .worker_command()
+        .args(["control", "--no-spawn"])
+        .spawn()
+        .unwrap();
+    // Both recorders pull: two pull requests wait on the recorder's consumer.
+    wait_for(
+        "both recorders to pull",
+        Duration::from_secs(60),
+        || async {
+            let info = p
+                .queue
+                .stream()
+                .await
+                .unwrap()
+                .consumer_info(p.queue.names.recorder_consumer())
+                .await
+                .unwrap();
+            (info.num_waiting >= 2).then_some(())
+        },
+    )
+    .await;
+
+    let receiver = Receiver::start().await;
+    let calls = 300;
+    let mut ids = Vec::new();
+    for i in 0..calls {
+        let r = p
+            .post("/async-function/echo")
+            .header("X-Callback-Url", format!("{}/cb", receiver.url))
+            .body(format!("call {i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        ids.push(r.headers()["x-call-id"].to_str().unwrap().to_owned());
+    }
+    let got = receiver.wait_for(calls, Duration::from_secs(60)).await;
+    for id in &ids {
+        assert_eq!(
+            p.wait_final(id, Duration::from_secs(30)).await["status"],
+            "succeeded"
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let got = if receiver.received().len() > got.len() {
+        receiver.received()
+    } else {
+        got
+    };
+    let distinct: std::collections::BTreeSet<String> =
+        got.iter().map(|r| r.header("x-call-id")).collect();
+    assert_eq!(distinct.len(), calls, "every call's callback arrived");
+    assert_eq!(got.len(), calls, "and none twice");
+    let _ = second.start_kill();
+}
