@@ -478,6 +478,34 @@ impl Queue {
             .map_err(|_| Error::Nats("listing the stored bodies timed out".into()))?
     }
 
+    /// Workers of the function that answer a head count on its ping subject within `window`
+    /// (a worker answers once it pulls calls).
+    pub async fn head_count(
+        &self,
+        function: &FunctionName,
+        window: Duration,
+    ) -> Result<usize, Error> {
+        let inbox = self.client.new_inbox();
+        let mut replies = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(Error::nats)?;
+        self.client
+            .publish_with_reply(self.names.ping(function), inbox, Bytes::new())
+            .await
+            .map_err(Error::nats)?;
+        let mut count = 0;
+        let deadline = tokio::time::Instant::now() + window;
+        while let Ok(Some(reply)) = tokio::time::timeout_at(deadline, replies.next()).await {
+            // With nobody listening the server answers once with a "no responders" status.
+            if reply.status.is_none() {
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+
     /// Pending, in-flight and redelivered counts from the function's consumer, and the age of
     /// the oldest call not yet handed to a worker.
     pub async fn stats(&self, function: &FunctionName) -> Result<QueueStats, Error> {

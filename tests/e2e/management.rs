@@ -205,6 +205,18 @@ async fn invalid_definitions_answer_400_naming_the_field() {
             "com.openfaas.scale.min",
         ),
         (
+            json!({"service": "f", "lang": "builtin", "handler": "echo", "labels": {"com.openfaas.scale.min": "5", "com.openfaas.scale.max": "2"}}),
+            "com.openfaas.scale.min",
+        ),
+        (
+            json!({"service": "f", "lang": "builtin", "handler": "echo", "annotations": {"com.openfaas.scale.zero": "yes"}}),
+            "com.openfaas.scale.zero",
+        ),
+        (
+            json!({"service": "f", "lang": "builtin", "handler": "echo", "labels": {"com.openfaas.scale.zero-duration": "soon"}}),
+            "com.openfaas.scale.zero-duration",
+        ),
+        (
             json!({"service": "f", "lang": "exec", "envProcess": "cat", "package": "abc"}),
             "package",
         ),

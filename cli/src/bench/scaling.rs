@@ -11,7 +11,6 @@ use anyhow::{Context, bail};
 use fjord_common::FunctionName;
 use fjord_common::scale::{self, ScaleRequest, ScaleStatus};
 use fjord_common::stack::FunctionSpec;
-use futures::StreamExt;
 use reqwest::header::HeaderMap;
 
 use super::BenchArgs;
@@ -211,21 +210,11 @@ async fn time_to_workers(
 ) -> Option<Duration> {
     while began.elapsed() < Duration::from_secs(10) {
         let asked = began.elapsed();
-        let inbox = queue.client.new_inbox();
-        let mut replies = queue.client.subscribe(inbox.clone()).await.ok()?;
-        queue
-            .client
-            .publish_with_reply(queue.names.ping(&function), inbox, bytes::Bytes::new())
+        let count = queue
+            .head_count(&function, Duration::from_millis(20))
             .await
             .ok()?;
-        let mut count = 0;
-        let window = tokio::time::Instant::now() + Duration::from_millis(20);
-        while let Ok(Some(reply)) = tokio::time::timeout_at(window, replies.next()).await {
-            if reply.status.is_none() {
-                count += 1;
-            }
-        }
-        if count >= BURST_MAX {
+        if count as u32 >= BURST_MAX {
             return Some(asked);
         }
     }

@@ -1,12 +1,11 @@
 //! `/system/queues`: live queue figures per function, from JetStream consumer info, and the
-//! number of workers that answer a head count on the function's ping subject.
+//! number of workers that answer a head count ([`fjord_common::queue::Queue::head_count`]).
 
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
 use fjord_common::FunctionName;
-use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -20,25 +19,11 @@ pub(crate) async fn count_workers(
     state: &AppState,
     function: &FunctionName,
 ) -> Result<usize, ApiError> {
-    let client = &state.queue.client;
-    let inbox = client.new_inbox();
-    let mut replies = client
-        .subscribe(inbox.clone())
+    state
+        .queue
+        .head_count(function, PING_WINDOW)
         .await
-        .map_err(|_| ApiError::QueueUnavailable)?;
-    client
-        .publish_with_reply(state.queue.names.ping(function), inbox, bytes::Bytes::new())
-        .await
-        .map_err(|_| ApiError::QueueUnavailable)?;
-    let mut count = 0;
-    let deadline = tokio::time::Instant::now() + PING_WINDOW;
-    while let Ok(Some(reply)) = tokio::time::timeout_at(deadline, replies.next()).await {
-        // With nobody listening the server answers once with a "no responders" status.
-        if reply.status.is_none() {
-            count += 1;
-        }
-    }
-    Ok(count)
+        .map_err(|_| ApiError::QueueUnavailable)
 }
 
 pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {

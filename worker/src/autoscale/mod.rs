@@ -149,9 +149,9 @@ pub async fn run(
             Some(wake) = wakes.next() => scaler.wake(&wake),
             Some(request) = requests.next() => scaler.answer(request).await,
             Some(report) = cold_starts.next() => {
-                let function = report.subject.rsplit('.').next().unwrap_or_default();
-                if let Ok(seconds) = std::str::from_utf8(&report.payload).unwrap_or_default().parse::<f64>() {
-                    options.cold_starts.observe(function, seconds);
+                let seconds = std::str::from_utf8(&report.payload).ok().and_then(|t| t.parse::<f64>().ok());
+                if let (Some(function), Some(seconds)) = (function_of(&report.subject), seconds) {
+                    options.cold_starts.observe(function.as_str(), seconds);
                 }
             }
             Some((name, stats)) = looked.recv() => scaler.looked(name, stats),
@@ -229,12 +229,7 @@ impl Autoscaler {
     /// A call was published: a function without workers gets one now; the queue is looked at
     /// soon for the rest.
     fn wake(&mut self, message: &Message) {
-        let Some(name) = message
-            .subject
-            .rsplit('.')
-            .next()
-            .and_then(|n| n.parse::<FunctionName>().ok())
-        else {
+        let Some(name) = function_of(&message.subject) else {
             return;
         };
         let Some(scaled) = self.functions.get_mut(&name) else {
@@ -302,10 +297,9 @@ impl Autoscaler {
         let Some(reply) = request.reply.clone() else {
             return;
         };
-        let name = request.subject.rsplit('.').next().unwrap_or_default();
         let asked = serde_json::from_slice::<ScaleRequest>(&request.payload);
         let mut answer = None;
-        if let (Ok(name), Ok(asked)) = (name.parse::<FunctionName>(), asked)
+        if let (Some(name), Ok(asked)) = (function_of(&request.subject), asked)
             && let Some(scaled) = self.functions.get_mut(&name)
         {
             let now = Instant::now();
@@ -328,4 +322,9 @@ impl Autoscaler {
         let body = serde_json::to_vec(&answer).unwrap_or_else(|_| b"null".to_vec());
         let _ = self.queue.client.publish(reply, body.into()).await;
     }
+}
+
+/// The function a per-function subject (`<prefix>.<kind>.<function>`) names.
+fn function_of(subject: &str) -> Option<FunctionName> {
+    subject.rsplit('.').next()?.parse().ok()
 }
