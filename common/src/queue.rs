@@ -8,6 +8,7 @@
 //! from a single publish. A consumer must therefore exist before the first publish it should
 //! see: [`Queue::ensure`] creates the recorder's, deploying creates a function's.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -199,7 +200,8 @@ pub struct Queue {
     pub client: async_nats::Client,
     pub js: jetstream::Context,
     pub names: Names,
-    bodies: object_store::ObjectStore,
+    /// The bodies bucket, opened on first use by a worker (see [`Queue::attach`]).
+    bodies: Arc<tokio::sync::OnceCell<object_store::ObjectStore>>,
     /// Bodies larger than this go to the object store (derived from the server's max_payload).
     inline_limit: usize,
 }
@@ -208,8 +210,19 @@ const META_ROOM: usize = 64 * 1024;
 
 impl Queue {
     /// Connects and makes sure the stream, the recorder's consumer, the bodies bucket and the
-    /// function registry exist (idempotent; every process calls it at start).
+    /// function registry exist (idempotent; the gateway and the control process call it at
+    /// start).
     pub async fn connect(nats_url: &str, names: Names) -> Result<Self, Error> {
+        let queue = Self::attach(nats_url, names).await?;
+        let bodies = ensure(&queue.js, &queue.names).await?;
+        let _ = queue.bodies.set(bodies);
+        Ok(queue)
+    }
+
+    /// Connects to an installation that exists, creating and checking nothing: a worker's
+    /// start, where every round trip before the first pull adds to a cold start. Its first
+    /// call that needs the bodies bucket opens it.
+    pub async fn attach(nats_url: &str, names: Names) -> Result<Self, Error> {
         let client = async_nats::ConnectOptions::new()
             .name(format!("fjord-{}", names.prefix()))
             .retry_on_initial_connect()
@@ -225,10 +238,6 @@ impl Queue {
             .await
             .map_err(|_| Error::Nats(format!("no NATS server answers at {nats_url}")))?
             .map_err(Error::nats)?;
-        Self::from_client(client, names).await
-    }
-
-    pub async fn from_client(client: async_nats::Client, names: Names) -> Result<Self, Error> {
         let js = jetstream::new(client.clone());
         // With `retry_on_initial_connect` the client may not have met the server yet, and its
         // server info is empty until it has: wait for the connection before sizing bodies.
@@ -240,14 +249,24 @@ impl Queue {
             n => n,
         };
         let inline_limit = max_payload.saturating_sub(META_ROOM).max(1024);
-        let bodies = ensure(&js, &names).await?;
         Ok(Queue {
             client,
             js,
             names,
-            bodies,
+            bodies: Arc::default(),
             inline_limit,
         })
+    }
+
+    async fn bodies(&self) -> Result<&object_store::ObjectStore, Error> {
+        self.bodies
+            .get_or_try_init(|| async {
+                self.js
+                    .get_object_store(self.names.bodies_bucket())
+                    .await
+                    .map_err(Error::nats)
+            })
+            .await
     }
 
     pub fn inline_limit(&self) -> usize {
@@ -429,7 +448,12 @@ impl Queue {
         match body {
             BodyRef::Inline => Ok(inline),
             BodyRef::Stored { object, size } => {
-                let mut reader = self.bodies.get(object).await.map_err(Error::nats)?;
+                let mut reader = self
+                    .bodies()
+                    .await?
+                    .get(object)
+                    .await
+                    .map_err(Error::nats)?;
                 let mut out = Vec::with_capacity(*size as usize);
                 reader
                     .read_to_end(&mut out)
@@ -442,7 +466,8 @@ impl Queue {
 
     async fn put_object(&self, name: &str, body: &[u8]) -> Result<(), Error> {
         let mut reader = body;
-        self.bodies
+        self.bodies()
+            .await?
             .put(name, &mut reader)
             .await
             .map_err(Error::nats)?;
@@ -451,7 +476,7 @@ impl Queue {
 
     /// Deletes stored bodies; a missing object is not an error (cleanup may run twice).
     pub async fn delete_object(&self, name: &str) -> Result<(), Error> {
-        match self.bodies.delete(name).await {
+        match self.bodies().await?.delete(name).await {
             Ok(()) => Ok(()),
             Err(e) if e.to_string().contains("not found") => Ok(()),
             Err(e) => Err(Error::nats(e)),
@@ -463,7 +488,7 @@ impl Queue {
         // The listing's ordered consumer can miss its end when objects are deleted while it
         // runs, and would then wait for ever: bounded.
         let listing = async {
-            let mut list = self.bodies.list().await.map_err(Error::nats)?;
+            let mut list = self.bodies().await?.list().await.map_err(Error::nats)?;
             let mut names = Vec::new();
             while let Some(info) = list.next().await {
                 let info = info.map_err(Error::nats)?;

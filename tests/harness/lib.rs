@@ -494,12 +494,16 @@ impl Platform {
     pub async fn start_worker(&mut self, spec: &FunctionSpec) -> CancellationToken {
         let token = self.shutdown.child_token();
         let options = WorkerOptions {
-            max_inflight: spec.max_inflight().unwrap() as usize,
             drain_grace: Duration::from_secs(5),
             work_dir: self.work_dir.clone(),
             cold_start: false,
         };
-        let run = worker::run(self.queue.clone(), spec.clone(), options, token.clone());
+        let run = worker::run(
+            self.queue.clone(),
+            spec.name.clone(),
+            options,
+            token.clone(),
+        );
         let name = spec.name.clone();
         tokio::spawn(async move {
             if let Err(e) = run.await {

@@ -9,7 +9,6 @@ use clap::{Parser, Subcommand};
 use fjord_common::callback::{Networks, Signer};
 use fjord_common::config::{NatsArgs, duration_arg};
 use fjord_common::queue::Queue;
-use fjord_common::registry::Registry;
 use fjord_common::store::{self, Store};
 use fjord_common::{FunctionName, telemetry};
 use fjord_worker::autoscale::{AutoscaleOptions, WorkerCommand};
@@ -141,9 +140,13 @@ async fn main() -> anyhow::Result<()> {
         fjord_common::signal::terminated().await;
         token.cancel();
     });
-    let queue = Queue::connect(&cli.nats.nats_url, cli.nats.names()?)
-        .await
-        .context("connecting to NATS")?;
+    let names = cli.nats.names()?;
+    let queue = match cli.command {
+        // A worker's start is on a cold start's path: the control process set NATS up.
+        Command::Run { .. } => Queue::attach(&cli.nats.nats_url, names).await,
+        _ => Queue::connect(&cli.nats.nats_url, names).await,
+    }
+    .context("connecting to NATS")?;
     match cli.command {
         Command::Run {
             function,
@@ -151,18 +154,12 @@ async fn main() -> anyhow::Result<()> {
             work_dir,
             cold_start,
         } => {
-            let registry = Registry::open(&queue).await?;
-            let spec = registry
-                .get(&function)
-                .await?
-                .with_context(|| format!("function {function} is not deployed"))?;
             let options = WorkerOptions {
-                max_inflight: spec.max_inflight()? as usize,
                 drain_grace,
                 work_dir: work_dir.unwrap_or_else(runtime::default_work_dir),
                 cold_start,
             };
-            worker::run(queue, spec, options, shutdown).await?;
+            worker::run(queue, function, options, shutdown).await?;
         }
         Command::Control {
             database_url,

@@ -50,8 +50,6 @@ const FETCH_EXPIRES: Duration = Duration::from_secs(2);
 const REPORT_START_AFTER: Duration = Duration::from_millis(25);
 
 pub struct WorkerOptions {
-    /// Calls this worker runs at once.
-    pub max_inflight: usize,
     /// How long running calls may take to finish after shutdown begins.
     pub drain_grace: Duration,
     /// Where functions' files, homes and secrets live on this host (see [`runtime::Sandbox`]).
@@ -90,30 +88,43 @@ pub enum WorkerError {
     Queue(#[from] Error),
     #[error(transparent)]
     Runtime(#[from] runtime::Error),
+    #[error("function {0} is not deployed")]
+    NotDeployed(FunctionName),
 }
 
-/// Runs until `shutdown` fires and the drain is over.
+/// Runs the deployed function `name` until `shutdown` fires and the drain is over.
+///
+/// A worker's start lies on the path of every cold start, so what it needs from NATS before its
+/// first pull (its definition and a watch on it, the cancellations so far, its consumer) is
+/// asked for side by side, and the installation is taken to exist (see [`Queue::attach`]).
 pub async fn run(
     queue: Queue,
-    spec: FunctionSpec,
+    name: FunctionName,
     options: WorkerOptions,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
-    let sandbox = Sandbox::create(&options.work_dir, &spec)?;
-    crate::prepare::prepare(&queue, &spec, &sandbox).await?;
     // Fired once the drain is over (or on any early return): only then may the runtime stop
     // the function's long-lived process.
     let runtime_done = CancellationToken::new();
     let _stop_runtime = runtime_done.clone().drop_guard();
+    let (definition, cancelled, consumer) = tokio::try_join!(
+        open_definition(&queue, &name),
+        async {
+            Cancels::open(&queue)
+                .await?
+                .follow(runtime_done.clone())
+                .await
+        },
+        queue.function_consumer(&name),
+    )?;
+    let (spec, changes) = definition.ok_or_else(|| WorkerError::NotDeployed(name.clone()))?;
+    let max_inflight = spec.max_inflight()? as usize;
+    let sandbox = Sandbox::create(&options.work_dir, &spec)?;
+    crate::prepare::prepare(&queue, &spec, &sandbox).await?;
     let function = tokio::select! {
         function = runtime::start(&spec, &sandbox, runtime_done.clone()) => function?,
         _ = shutdown.cancelled() => return Ok(()),
     };
-    let cancelled = Cancels::open(&queue)
-        .await?
-        .follow(runtime_done.clone())
-        .await?;
-    let consumer = queue.function_consumer(&spec.name).await?;
     let config = &consumer.cached_info().config;
     let max_deliver = config.max_deliver.max(2);
     let retry = RetryPolicy::for_spec(&spec)?;
@@ -134,21 +145,14 @@ pub async fn run(
     // Pulling also stops when the definition changes or goes: this worker then finishes what
     // it runs and exits, and its supervisor starts one with the current definition.
     let stop_pulling = shutdown.child_token();
-    let watch = follow_definition(&queue, &spec, stop_pulling.clone()).await?;
+    let watch = follow_definition(changes, &spec, stop_pulling.clone());
     let secrets =
         crate::prepare::follow_secrets(&queue, &spec, &sandbox, stop_pulling.clone()).await?;
     let pings = answer_pings(&queue, &spec.name, stop_pulling.clone()).await?;
-    info!(function = %spec.name, max_inflight = options.max_inflight, "worker started");
+    info!(function = %spec.name, max_inflight, "worker started");
 
     let tracker = TaskTracker::new();
-    pull(
-        &consumer,
-        &shared,
-        options.max_inflight,
-        &tracker,
-        &stop_pulling,
-    )
-    .await;
+    pull(&consumer, &shared, max_inflight, &tracker, &stop_pulling).await;
     watch.abort();
     if let Some(secrets) = secrets {
         secrets.abort();
@@ -242,15 +246,28 @@ async fn pull(
 }
 
 /// Fires `stop` when the function's definition is no longer `spec` (updated or removed).
-async fn follow_definition(
+/// Changes to a function's definition, its current one first.
+type Changes = std::pin::Pin<Box<dyn futures::Stream<Item = Result<Change, Error>> + Send>>;
+
+/// The function's definition as the registry holds it (`None`: not deployed), and the watch on
+/// it, which starts with that value: a change made while the worker starts is not missed.
+async fn open_definition(
     queue: &Queue,
+    name: &FunctionName,
+) -> Result<Option<(FunctionSpec, Changes)>, Error> {
+    let registry = Registry::open(queue).await?;
+    let (spec, changes) = tokio::try_join!(registry.get(name), registry.watch_one(name))?;
+    Ok(spec.map(|spec| (spec, Box::pin(changes) as Changes)))
+}
+
+/// Stops pulling when the definition the worker runs is replaced or removed.
+fn follow_definition(
+    mut changes: Changes,
     spec: &FunctionSpec,
     stop: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>, Error> {
-    let registry = Registry::open(queue).await?;
-    let mut changes = registry.watch_one(&spec.name).await?;
+) -> tokio::task::JoinHandle<()> {
     let spec = spec.clone();
-    Ok(tokio::spawn(async move {
+    tokio::spawn(async move {
         loop {
             let change = tokio::select! {
                 change = changes.next() => change,
@@ -271,7 +288,7 @@ async fn follow_definition(
                 None => return,
             }
         }
-    }))
+    })
 }
 
 /// Answers head counts on the function's ping subject (the gateway's `workers` figure).
