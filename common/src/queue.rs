@@ -343,6 +343,17 @@ impl Queue {
             .map_err(Error::nats)
     }
 
+    /// Stream messages the recorder has not applied yet (waiting or being applied).
+    pub async fn recorder_pending(&self) -> Result<u64, Error> {
+        let info = self
+            .stream()
+            .await?
+            .consumer_info(self.names.recorder_consumer())
+            .await
+            .map_err(Error::nats)?;
+        Ok(info.num_pending + info.num_ack_pending as u64)
+    }
+
     /// Publishes an invocation and waits for JetStream's acknowledgement; returns the stream
     /// sequence. A body over the inline limit is stored first, under the call's id.
     pub async fn publish_call(&self, mut meta: CallMeta, body: Bytes) -> Result<u64, Error> {

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod pressure;
 pub mod routes;
 
@@ -34,6 +35,8 @@ pub struct AppState {
     /// Queue caps at intake (`com.fjord.queue.max`, the stream's byte cap).
     pub pressure: Pressure,
     pub settings: Arc<Settings>,
+    /// What this gateway counts for `/metrics`.
+    pub metrics: Arc<metrics::GatewayMetrics>,
 }
 
 /// The parts of the configuration handlers read.
@@ -69,6 +72,7 @@ impl AppState {
             queue,
             store,
             functions,
+            metrics: Arc::default(),
             settings: Arc::new(Settings {
                 max_body: config.max_body,
                 sync_timeout: Duration::from_secs(config.sync_timeout),

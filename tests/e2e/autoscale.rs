@@ -77,6 +77,7 @@ async fn a_call_wakes_a_zero_scaled_function_which_goes_back_to_zero_when_idle()
     let addr = listener.local_addr().unwrap();
     tokio::spawn(fjord_worker::metrics::serve(
         listener,
+        p.queue.clone(),
         cold_starts,
         p.shutdown_token(),
     ));

@@ -15,6 +15,7 @@ mod image_resize;
 mod intake;
 mod k8s;
 mod management;
+mod metrics;
 mod pdf;
 mod pgbouncer;
 mod properties;

@@ -24,6 +24,7 @@ use fjord_gateway::config::Credentials;
 use fjord_gateway::pressure::Pressure;
 use fjord_gateway::{AppState, Settings};
 use fjord_worker::dispatcher::{self, DispatchConfig};
+use fjord_worker::metrics::ControlMetrics;
 use fjord_worker::worker::{self, WorkerOptions};
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -372,6 +373,9 @@ pub struct Platform {
     /// This platform's worker work dir (functions' files, homes, secrets): workers of two
     /// tests never share one, even for functions of the same name.
     pub work_dir: PathBuf,
+    /// What this platform's recorder, dispatcher and autoscaler count (the control process's
+    /// `/metrics`).
+    pub control_metrics: std::sync::Arc<ControlMetrics>,
     shutdown: CancellationToken,
     workers: Vec<CancellationToken>,
 }
@@ -409,13 +413,19 @@ impl Platform {
                 .unwrap();
         }
         let url = serve_gateway(&queue, &store, &options, shutdown.clone()).await;
+        let control_metrics = std::sync::Arc::new(ControlMetrics::default());
         if options.recorder {
             let handoff = match &options.dispatcher {
                 None => None,
                 Some(config) => {
                     let functions = Functions::follow(&queue, shutdown.clone()).await.unwrap();
-                    let (dispatcher, handoff) =
-                        dispatcher::new(store.clone(), functions, config.clone()).unwrap();
+                    let (dispatcher, handoff) = dispatcher::new(
+                        store.clone(),
+                        functions,
+                        config.clone(),
+                        control_metrics.clone(),
+                    )
+                    .unwrap();
                     tokio::spawn(dispatcher.run(shutdown.clone()));
                     Some(handoff)
                 }
@@ -431,6 +441,7 @@ impl Platform {
                 queue.clone(),
                 store.clone(),
                 handoff,
+                control_metrics.clone(),
                 shutdown.clone(),
             ));
             // The control process's retirement of removed functions, as in production.
@@ -446,6 +457,7 @@ impl Platform {
             http: http_client(),
             options,
             work_dir: std::env::temp_dir().join(unique("fjord-work-")),
+            control_metrics,
             shutdown,
             workers: Vec::new(),
         }
@@ -539,11 +551,8 @@ impl Platform {
 
     /// Runs the control process's autoscaler in this process, starting real `fjord-worker`
     /// processes; it stops (and stops its workers) with the platform.
-    pub fn start_autoscaler(
-        &self,
-        interval: Duration,
-    ) -> std::sync::Arc<fjord_common::metrics::FunctionHistogram> {
-        let cold_starts = std::sync::Arc::new(fjord_worker::autoscale::cold_start_histogram());
+    pub fn start_autoscaler(&self, interval: Duration) -> std::sync::Arc<ControlMetrics> {
+        let metrics = self.control_metrics.clone();
         let options = fjord_worker::autoscale::AutoscaleOptions {
             worker: fjord_worker::autoscale::WorkerCommand {
                 exe: bin("fjord-worker"),
@@ -551,7 +560,7 @@ impl Platform {
                 stop_timeout: Duration::from_secs(10),
             },
             interval,
-            cold_starts: cold_starts.clone(),
+            metrics: metrics.clone(),
         };
         let run = fjord_worker::autoscale::run(self.queue.clone(), options, self.shutdown.clone());
         tokio::spawn(async move {
@@ -559,7 +568,7 @@ impl Platform {
                 eprintln!("the autoscaler failed: {e}");
             }
         });
-        cold_starts
+        metrics
     }
 
     /// PIDs of this platform's worker processes for `function` (read from /proc).
@@ -724,6 +733,7 @@ async fn serve_gateway(
         store: store.clone(),
         functions,
         pressure,
+        metrics: Default::default(),
         settings: std::sync::Arc::new(Settings {
             max_body: options.max_body,
             sync_timeout: options.sync_timeout,

@@ -2,6 +2,8 @@
 //! of removed functions and, unless another system (KEDA) runs the workers, the autoscaler that
 //! starts and stops each function's worker processes ([`crate::autoscale`]).
 
+use std::sync::Arc;
+
 use fjord_common::Error;
 use fjord_common::functions::Functions;
 use fjord_common::queue::Queue;
@@ -11,13 +13,16 @@ use tracing::{error, warn};
 
 use crate::autoscale::AutoscaleOptions;
 use crate::dispatcher::{self, DispatchConfig};
+use crate::metrics::ControlMetrics;
 
 pub struct ControlOptions {
     /// Start and scale worker processes; `None` when another system, such as KEDA, runs them.
     pub autoscale: Option<AutoscaleOptions>,
     pub dispatch: DispatchConfig,
+    /// What this process counts (the autoscaler's cold starts too).
+    pub metrics: Arc<ControlMetrics>,
     /// Where `/metrics` is served, if anywhere.
-    pub metrics: Option<tokio::net::TcpListener>,
+    pub metrics_listener: Option<tokio::net::TcpListener>,
 }
 
 pub async fn run(
@@ -31,14 +36,19 @@ pub async fn run(
     // stops after the recorder, so it takes every callback the recorder hands over.
     let dispatcher_stop = CancellationToken::new();
     let functions = Functions::follow(&queue, dispatcher_stop.clone()).await?;
-    let (dispatcher, handoff) =
-        dispatcher::new(store.clone(), functions.clone(), options.dispatch.clone())?;
+    let (dispatcher, handoff) = dispatcher::new(
+        store.clone(),
+        functions.clone(),
+        options.dispatch.clone(),
+        options.metrics.clone(),
+    )?;
     let dispatcher = tokio::spawn(dispatcher.run(dispatcher_stop.clone()));
     let recorder_stop = CancellationToken::new();
     let recorder = tokio::spawn(crate::recorder::run(
         queue.clone(),
         store.clone(),
         Some(handoff),
+        options.metrics.clone(),
         recorder_stop.clone(),
     ));
     let retire = tokio::spawn(crate::retire::run(queue.clone(), shutdown.clone()));
@@ -48,14 +58,10 @@ pub async fn run(
         functions,
         shutdown.clone(),
     ));
-    if let Some(listener) = options.metrics {
-        let cold_starts = match &options.autoscale {
-            Some(a) => a.cold_starts.clone(),
-            None => std::sync::Arc::new(crate::autoscale::cold_start_histogram()),
-        };
-        let stop = shutdown.clone();
+    if let Some(listener) = options.metrics_listener {
+        let (queue, metrics, stop) = (queue.clone(), options.metrics.clone(), shutdown.clone());
         tokio::spawn(async move {
-            if let Err(e) = crate::metrics::serve(listener, cold_starts, stop).await {
+            if let Err(e) = crate::metrics::serve(listener, queue, metrics, stop).await {
                 error!(error = %e, "serving /metrics stopped");
             }
         });

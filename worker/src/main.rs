@@ -182,6 +182,7 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .context("applying migrations")?;
             let store = Store::connect_with(&database_url, db_pool, pgbouncer).await?;
+            let metrics = std::sync::Arc::new(fjord_worker::metrics::ControlMetrics::default());
             let autoscale = AutoscaleOptions {
                 worker: WorkerCommand {
                     exe: std::env::current_exe()?,
@@ -197,9 +198,9 @@ async fn main() -> anyhow::Result<()> {
                     stop_timeout: drain_grace + Duration::from_secs(5),
                 },
                 interval: autoscale_interval,
-                cold_starts: std::sync::Arc::new(fjord_worker::autoscale::cold_start_histogram()),
+                metrics: metrics.clone(),
             };
-            let metrics = match metrics_addr {
+            let metrics_listener = match metrics_addr {
                 Some(addr) => Some(
                     tokio::net::TcpListener::bind(addr)
                         .await
@@ -211,6 +212,7 @@ async fn main() -> anyhow::Result<()> {
                 autoscale: (!no_spawn).then_some(autoscale),
                 dispatch,
                 metrics,
+                metrics_listener,
             };
             control::run(queue, store, options, shutdown).await?;
         }

@@ -9,6 +9,7 @@
 //! the next recorder does not wait out the lease.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{AckKind, Message};
@@ -22,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::dispatcher::Handoff;
+use crate::metrics::ControlMetrics;
 
 /// Messages applied in one transaction at most.
 const MAX_BATCH: usize = 2000;
@@ -35,6 +37,7 @@ pub async fn run(
     queue: Queue,
     store: Store,
     handoff: Option<Handoff>,
+    metrics: Arc<ControlMetrics>,
     shutdown: CancellationToken,
 ) -> Result<(), fjord_common::Error> {
     let consumer = queue.recorder_consumer().await?;
@@ -58,6 +61,7 @@ pub async fn run(
             &queue,
             &store,
             handoff.as_ref(),
+            &metrics,
             ok_messages(chunk),
             &shutdown,
         )
@@ -75,7 +79,16 @@ pub async fn run(
         stop_drain.cancel();
     });
     while let Ok(Some(chunk)) = tokio::time::timeout(DRAIN_QUIET, chunks.next()).await {
-        if !record(&queue, &store, handoff.as_ref(), ok_messages(chunk), &drain).await {
+        if !record(
+            &queue,
+            &store,
+            handoff.as_ref(),
+            &metrics,
+            ok_messages(chunk),
+            &drain,
+        )
+        .await
+        {
             break;
         }
     }
@@ -101,6 +114,7 @@ async fn record(
     queue: &Queue,
     store: &Store,
     handoff: Option<&Handoff>,
+    metrics: &ControlMetrics,
     messages: Vec<Message>,
     shutdown: &CancellationToken,
 ) -> bool {
@@ -141,9 +155,11 @@ async fn record(
         match store.apply(&batch, handoff.map(Handoff::lease)).await {
             Ok(recorded) => {
                 let apply_ms = started.elapsed().as_secs_f64() * 1000.0;
+                let won: HashSet<(CallId, u64)> = recorded.iter().copied().collect();
                 if let Some(handoff) = handoff {
-                    hand_over(handoff, &batch, &recorded);
+                    hand_over(handoff, &batch, &won);
                 }
+                count(metrics, &batch, &won, applied.len(), started.elapsed());
                 debug!(
                     messages = applied.len(),
                     finals = recorded.len(),
@@ -191,9 +207,35 @@ async fn record(
     true
 }
 
+/// Counts what an applied batch recorded: the calls it made final (not late outcomes of
+/// calls already final), first attempts' queue waits, retries scheduled.
+fn count(
+    metrics: &ControlMetrics,
+    batch: &Batch,
+    won: &HashSet<(CallId, u64)>,
+    messages: usize,
+    took: Duration,
+) {
+    metrics.batch_size.observe(&[], messages as f64);
+    metrics.batch_seconds.observe(&[], took.as_secs_f64());
+    for (finished, _, seq) in &batch.finished {
+        if won.contains(&(finished.call_id, *seq)) {
+            metrics.finished(finished);
+            if let (1, Some(started)) = (finished.attempt, finished.started_ns) {
+                let wait = (started - finished.created_ns).max(0) as f64 / 1e9;
+                metrics
+                    .queue_wait
+                    .observe(&[finished.function.as_str()], wait);
+            }
+        }
+    }
+    for retrying in &batch.retried {
+        metrics.retries.inc(&[retrying.call.function.as_str()]);
+    }
+}
+
 /// Hands the dispatcher the callbacks of the calls this batch made final.
-fn hand_over(handoff: &Handoff, batch: &Batch, recorded: &[(CallId, u64)]) {
-    let won: HashSet<(CallId, u64)> = recorded.iter().copied().collect();
+fn hand_over(handoff: &Handoff, batch: &Batch, won: &HashSet<(CallId, u64)>) {
     for (finished, body, seq) in &batch.finished {
         if finished.callback_url.is_some() && won.contains(&(finished.call_id, *seq)) {
             handoff.send(finished, body, *seq);

@@ -126,6 +126,7 @@ async fn publish(state: &AppState, meta: CallMeta, body: Bytes) -> Result<Accept
         return Err(ApiError::QueueUnavailable);
     }
     let _admission = state.pressure.admit(&meta.function, body.len()).await?;
+    let meta_function = meta.function.clone();
     let accepted = Accepted {
         call_id: meta.call_id,
         start_time_ns: meta.start_time_ns,
@@ -136,7 +137,10 @@ async fn publish(state: &AppState, meta: CallMeta, body: Bytes) -> Result<Accept
     )
     .await
     {
-        Ok(Ok(_)) => Ok(accepted),
+        Ok(Ok(_)) => {
+            state.metrics.submitted.inc(&[meta_function.as_str()]);
+            Ok(accepted)
+        }
         // JetStream's own cap (discard-new): refused, not dropped.
         Ok(Err(e)) if e.to_string().contains("maximum bytes") => Err(ApiError::QueueFull(
             "the queue's storage is full; try again shortly".into(),
@@ -162,6 +166,36 @@ fn call_headers(response: &mut Response, accepted: &Accepted) {
     headers.insert("x-start-time", HeaderValue::from(accepted.start_time_ns));
 }
 
+/// Counts a call the gateway answered for a deployed function (`gateway_function_invocation_total`
+/// and, for `sync`, `gateway_functions_seconds`; otherwise `fjord_intake_seconds` when
+/// accepted). Unknown names are not counted, so a scanner cannot grow the label set.
+fn count(
+    state: &AppState,
+    params: &HashMap<String, String>,
+    answered: Result<Response, ApiError>,
+    since: std::time::Instant,
+    sync: bool,
+) -> Result<Response, ApiError> {
+    let code = match &answered {
+        Ok(response) => response.status(),
+        Err(ApiError::FunctionNotFound(_)) => return answered,
+        Err(e) => e.status(),
+    };
+    let name = params.get("name").map(String::as_str).unwrap_or_default();
+    if state.functions.cached(name).is_none() {
+        return answered;
+    }
+    let m = &state.metrics;
+    m.invocations.inc(&[name, code.as_str()]);
+    let seconds = since.elapsed().as_secs_f64();
+    if sync {
+        m.durations.observe(&[name], seconds);
+    } else if code == StatusCode::ACCEPTED {
+        m.intake.observe(&[name], seconds);
+    }
+    answered
+}
+
 pub async fn asynchronous(
     State(state): State<AppState>,
     ApiPath(params): ApiPath<HashMap<String, String>>,
@@ -170,9 +204,22 @@ pub async fn asynchronous(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let since = std::time::Instant::now();
+    let answered = accept(&state, &params, method, uri, headers, body).await;
+    count(&state, &params, answered, since, false)
+}
+
+async fn accept(
+    state: &AppState,
+    params: &HashMap<String, String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     if method == Method::DELETE {
         let raw = params.get("name").map(String::as_str).unwrap_or_default();
-        return super::cancel::cancel(&state, &headers, raw).await;
+        return super::cancel::cancel(state, &headers, raw).await;
     }
     if method != Method::POST {
         return Err(ApiError::MethodNotAllowed {
@@ -180,9 +227,8 @@ pub async fn asynchronous(
             allowed: "POST, DELETE",
         });
     }
-    let (accepted, repeated) = match prepare(&state, &params, &method, &uri, &headers, body).await?
-    {
-        Prepared::Call(meta, body) => (publish(&state, *meta, body).await?, false),
+    let (accepted, repeated) = match prepare(state, params, &method, &uri, &headers, body).await? {
+        Prepared::Call(meta, body) => (publish(state, *meta, body).await?, false),
         Prepared::Repeat(accepted) => (accepted, true),
     };
     let mut response = StatusCode::ACCEPTED.into_response();
@@ -211,7 +257,20 @@ pub async fn synchronous(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let (meta, body) = match prepare(&state, &params, &method, &uri, &headers, body).await? {
+    let since = std::time::Instant::now();
+    let answered = run(&state, &params, method, uri, headers, body).await;
+    count(&state, &params, answered, since, true)
+}
+
+async fn run(
+    state: &AppState,
+    params: &HashMap<String, String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let (meta, body) = match prepare(state, params, &method, &uri, &headers, body).await? {
         Prepared::Call(meta, body) => (*meta, body),
         Prepared::Repeat(accepted) => {
             return Err(ApiError::DuplicateCall(accepted.call_id.to_string()));
@@ -224,7 +283,7 @@ pub async fn synchronous(
         .subscribe(state.queue.names.events_of(meta.call_id))
         .await
         .map_err(|_| ApiError::QueueUnavailable)?;
-    let accepted = publish(&state, meta, body).await?;
+    let accepted = publish(state, meta, body).await?;
     let deadline = tokio::time::Instant::now() + state.settings.sync_timeout;
     let finished = loop {
         match tokio::time::timeout_at(deadline, events.next()).await {

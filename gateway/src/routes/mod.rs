@@ -22,6 +22,9 @@ use axum::routing::{any, get, post, put};
 use crate::AppState;
 use crate::error::ApiError;
 
+pub(crate) use queues::count_workers;
+pub(crate) use scale::autoscaler_status;
+
 pub fn router(state: AppState) -> Router {
     let system = Router::new()
         .route("/system/invocations", get(status::list))
@@ -45,6 +48,7 @@ pub fn router(state: AppState) -> Router {
             post(dead_letters::redrive_one),
         )
         .route("/system/queues", get(queues::list))
+        .route("/metrics", get(crate::metrics::serve))
         .route(
             "/system/functions",
             get(functions::list)

@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::Message;
-use fjord_common::metrics::FunctionHistogram;
 use fjord_common::queue::{Queue, QueueStats};
 use fjord_common::registry::{Change, Registry};
 use fjord_common::scale::{ScalePolicy, ScaleRequest, ScaleStatus};
@@ -32,6 +31,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, warn};
+
+use crate::metrics::ControlMetrics;
 
 use pool::Pool;
 pub use pool::WorkerCommand;
@@ -46,17 +47,7 @@ pub struct AutoscaleOptions {
     /// How often every function's queue is looked at.
     pub interval: Duration,
     /// Where the cold starts that workers started from zero report are observed.
-    pub cold_starts: Arc<FunctionHistogram>,
-}
-
-/// The histogram of cold starts: from the gateway's accept to the function's start, for the
-/// first call of a worker started because its function had none.
-pub fn cold_start_histogram() -> FunctionHistogram {
-    FunctionHistogram::new(
-        "fjord_cold_start_seconds",
-        "Accept to function start of calls that found no worker running (the worker was started for them).",
-        fjord_common::metrics::LATENCY_BUCKETS,
-    )
+    pub metrics: Arc<ControlMetrics>,
 }
 
 /// One function the autoscaler keeps workers for.
@@ -151,7 +142,7 @@ pub async fn run(
             Some(report) = cold_starts.next() => {
                 let seconds = std::str::from_utf8(&report.payload).ok().and_then(|t| t.parse::<f64>().ok());
                 if let (Some(function), Some(seconds)) = (function_of(&report.subject), seconds) {
-                    options.cold_starts.observe(function.as_str(), seconds);
+                    options.metrics.cold_starts.observe(&[function.as_str()], seconds);
                 }
             }
             Some((name, stats)) = looked.recv() => scaler.looked(name, stats),

@@ -31,6 +31,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
+
+use crate::metrics::ControlMetrics;
 use uuid::Uuid;
 
 /// The dispatcher's settings (`FJORD_CALLBACK_*`).
@@ -125,6 +127,7 @@ pub struct Dispatcher {
     client: reqwest::Client,
     lease: Uuid,
     rx: mpsc::UnboundedReceiver<Callback>,
+    metrics: Arc<ControlMetrics>,
 }
 
 /// Creates the dispatcher and the handoff its recorder uses.
@@ -132,6 +135,7 @@ pub fn new(
     store: Store,
     functions: Functions,
     config: DispatchConfig,
+    metrics: Arc<ControlMetrics>,
 ) -> Result<(Dispatcher, Handoff), fjord_common::Error> {
     if config.signer.is_empty() {
         warn!("FJORD_CALLBACK_SECRET is not set: callbacks are sent unsigned");
@@ -152,6 +156,7 @@ pub fn new(
             client,
             lease,
             rx,
+            metrics,
         },
         handoff,
     ))
@@ -170,6 +175,7 @@ impl Dispatcher {
             networks: self.config.networks.clone(),
             functions: self.functions.clone(),
             journal,
+            metrics: self.metrics.clone(),
         });
         let mut state = State {
             hosts: HashMap::new(),
@@ -395,6 +401,7 @@ struct Shared {
     networks: Networks,
     functions: Functions,
     journal: mpsc::UnboundedSender<Attempt>,
+    metrics: Arc<ControlMetrics>,
 }
 
 impl Shared {
@@ -421,6 +428,7 @@ impl Shared {
         .await;
         let attempt = decide(&callback, &policy, at, sent);
         debug!(call.id = %callback.call_id, outcome = attempt.outcome, status = ?attempt.status_code, error = ?attempt.error, "callback attempt");
+        self.metrics.callback_attempts.inc(&[attempt.outcome]);
         let _ = self.journal.send(attempt);
     }
 }
