@@ -1,4 +1,4 @@
-//! `fjord invoke`, `fjord status`, `fjord queues`.
+//! `fjord invoke`, `fjord status`, `fjord queues`, `fjord logs`.
 
 use std::io::{Read, Write};
 
@@ -96,12 +96,34 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
 
 #[derive(clap::Args)]
 pub struct QueuesArgs {
+    /// Redraw the table every 2 s until interrupted.
+    #[arg(long)]
+    pub watch: bool,
     #[command(flatten)]
     pub gateway: GatewayArgs,
 }
 
 pub async fn queues(args: QueuesArgs) -> anyhow::Result<()> {
     let gateway = Gateway::new(&args.gateway, None)?;
+    if !args.watch {
+        return print_queues(&gateway).await;
+    }
+    loop {
+        // Clear the screen and home the cursor, then draw the table.
+        print!("\x1b[2J\x1b[H");
+        println!(
+            "{}  (every 2 s; Ctrl-C stops)",
+            chrono::Utc::now().format("%H:%M:%S")
+        );
+        if let Err(e) = print_queues(&gateway).await {
+            println!("{e:#}");
+        }
+        std::io::stdout().flush()?;
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+}
+
+async fn print_queues(gateway: &Gateway) -> anyhow::Result<()> {
     let rows: Vec<serde_json::Value> = Gateway::send(gateway.system(Method::GET, "/system/queues"))
         .await?
         .json()
@@ -120,6 +142,66 @@ pub async fn queues(args: QueuesArgs) -> anyhow::Result<()> {
             r["workers"].as_u64().unwrap_or_default(),
             r["oldest_pending_seconds"].as_f64().unwrap_or_default()
         );
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct LogsArgs {
+    /// The function whose output to show.
+    pub name: String,
+    /// Only this call's lines.
+    #[arg(long)]
+    pub call: Option<String>,
+    /// Only the last N lines (before following).
+    #[arg(long)]
+    pub tail: Option<usize>,
+    /// Only lines from this time on (RFC 3339).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Keep printing new lines until interrupted.
+    #[arg(long, short)]
+    pub follow: bool,
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+}
+
+/// Prints a function's output from `/system/logs`: time, call, stream, text.
+pub async fn logs(args: LogsArgs) -> anyhow::Result<()> {
+    let gateway = Gateway::new(&args.gateway, None)?;
+    let mut query = vec![("name", args.name.clone())];
+    query.extend(args.call.clone().map(|c| ("call", c)));
+    query.extend(args.tail.map(|n| ("tail", n.to_string())));
+    query.extend(args.since.clone().map(|s| ("since", s)));
+    if args.follow {
+        query.push(("follow", "true".into()));
+    }
+    let mut url = reqwest::Url::parse("http://gateway/system/logs").expect("a valid URL");
+    url.query_pairs_mut().extend_pairs(&query);
+    let path = format!("{}?{}", url.path(), url.query().unwrap_or_default());
+    let mut response = Gateway::send(gateway.system(Method::GET, &path)).await?;
+    let mut pending = Vec::new();
+    let mut out = std::io::stdout().lock();
+    while let Some(chunk) = response.chunk().await.context("reading the log")? {
+        pending.extend_from_slice(&chunk);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let Ok(line) = serde_json::from_slice::<fjord_common::logs::LogLine>(&line) else {
+                continue;
+            };
+            let call = line
+                .call_id
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into());
+            writeln!(
+                out,
+                "{} {call} {} {}",
+                line.timestamp.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+                line.stream,
+                line.text
+            )?;
+        }
+        out.flush()?;
     }
     Ok(())
 }

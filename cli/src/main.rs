@@ -36,8 +36,10 @@ enum Command {
     Invoke(commands::InvokeArgs),
     /// Show a call's status.
     Status(commands::StatusArgs),
-    /// Show queue depth per function.
+    /// Show queue depth per function (`--watch` redraws it every 2 s).
     Queues(commands::QueuesArgs),
+    /// Show a function's own output (stdout/stderr of exec and http functions).
+    Logs(commands::LogsArgs),
     /// Measure intake, end-to-end throughput and latency against the raw baselines.
     Bench(bench::BenchArgs),
 }
@@ -55,6 +57,7 @@ async fn main() {
         Command::Invoke(args) => commands::invoke(args).await,
         Command::Status(args) => commands::status(args).await,
         Command::Queues(args) => commands::queues(args).await,
+        Command::Logs(args) => commands::logs(args).await,
         Command::Bench(args) => bench::run(args).await,
     };
     if let Err(e) = result {

@@ -10,6 +10,7 @@ pub mod error;
 pub mod functions;
 pub mod ids;
 pub mod invocation;
+pub mod logs;
 pub mod metrics;
 pub mod package;
 pub mod queue;

@@ -128,11 +128,23 @@ impl Names {
     pub fn secrets_bucket(&self) -> String {
         format!("{}_secrets", self.prefix)
     }
-    /// Every stream of the installation (calls, registry, secrets, stored bodies, packages):
-    /// what removing an installation deletes.
-    pub fn streams(&self) -> [String; 6] {
+    /// Functions' output lines (see [`crate::logs`]).
+    pub fn logs_stream(&self) -> String {
+        format!("{}_logs", self.prefix)
+    }
+    /// The subject of a function's output line, for one call or (`-`) none in particular.
+    pub fn log(&self, function: &FunctionName, call_id: Option<CallId>) -> String {
+        match call_id {
+            Some(id) => format!("{}.log.{function}.{id}", self.prefix),
+            None => format!("{}.log.{function}.-", self.prefix),
+        }
+    }
+    /// Every stream of the installation (calls, registry, secrets, stored bodies, packages,
+    /// function output): what removing an installation deletes.
+    pub fn streams(&self) -> [String; 7] {
         [
             self.stream(),
+            self.logs_stream(),
             format!("KV_{}", self.cancels_bucket()),
             self.registry_stream(),
             format!("KV_{}", self.secrets_bucket()),
@@ -675,5 +687,6 @@ async fn ensure(
     crate::registry::ensure_bucket(js, &names.secrets_bucket()).await?;
     crate::registry::ensure_expiring_bucket(js, &names.cancels_bucket(), crate::cancel::KEPT_FOR)
         .await?;
+    crate::logs::ensure_stream(js, names).await?;
     crate::package::ensure_store(js, &names.bodies_bucket()).await
 }

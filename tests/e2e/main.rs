@@ -14,6 +14,7 @@ mod idempotency;
 mod image_resize;
 mod intake;
 mod k8s;
+mod logs;
 mod management;
 mod metrics;
 mod pdf;

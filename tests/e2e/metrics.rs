@@ -283,4 +283,71 @@ async fn gateway_and_control_metrics_count_calls_of_known_durations() {
         assert_eq!(c.kind(family), kind, "{family}");
     }
     assert!(c.sample_count("fjord_recorder_batch_seconds") > 0);
+
+    // The Grafana dashboard asks only for metrics that exist.
+    let dashboard = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/fjord.json"),
+    )
+    .unwrap();
+    let dashboard: Value = serde_json::from_str(&dashboard).unwrap();
+    let mut exprs = Vec::new();
+    collect_exprs(&dashboard, &mut exprs);
+    assert!(exprs.len() > 20, "{} queries", exprs.len());
+    let exists = |metric: &str| {
+        [&g, &c].iter().any(|parsed| {
+            parsed.0.iter().any(|(family, f)| {
+                family == metric
+                    || f["samples"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|s| s[0] == metric)
+                    || ["_total", "_bucket", "_sum", "_count"]
+                        .iter()
+                        .any(|suffix| metric.strip_suffix(suffix) == Some(family))
+            })
+        })
+    };
+    for expr in &exprs {
+        for metric in metric_names(expr) {
+            assert!(
+                exists(&metric),
+                "the dashboard's {metric} is not exported ({expr})"
+            );
+        }
+    }
+}
+
+fn collect_exprs(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("expr", Value::String(e)) => out.push(e.clone()),
+                    _ => collect_exprs(v, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_exprs(v, out)),
+        _ => {}
+    }
+}
+
+/// Names in a PromQL expression that start like Fjord's and OpenFaaS's metrics.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = ["gateway_", "queue_worker_", "fjord_"]
+        .iter()
+        .filter_map(|p| rest.find(p))
+        .min()
+    {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.push(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    names
 }

@@ -24,6 +24,7 @@ use fjord_common::cancel::{Cancelled, Cancels};
 use fjord_common::invocation::{
     self, BodyRef, CallMeta, Event, FinalStatus, Finished, Retrying, SCHEMA_VERSION, now_ns,
 };
+use fjord_common::logs::LogWriter;
 use fjord_common::queue::Queue;
 use fjord_common::registry::{Change, Registry};
 use fjord_common::retry::{RetryPolicy, parse_retry_after};
@@ -37,6 +38,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::lease::Lease;
+use crate::runtime::output::OutputLog;
 use crate::runtime::{self, Sandbox};
 
 /// How long an open pull request waits for messages before it is renewed, at most. A message's
@@ -120,9 +122,10 @@ pub async fn run(
     let (spec, changes) = definition.ok_or_else(|| WorkerError::NotDeployed(name.clone()))?;
     let max_inflight = spec.max_inflight()? as usize;
     let sandbox = Sandbox::create(&options.work_dir, &spec)?;
+    let output = OutputLog::new(LogWriter::new(&queue, &spec.name));
     crate::prepare::prepare(&queue, &spec, &sandbox).await?;
     let function = tokio::select! {
-        function = runtime::start(&spec, &sandbox, runtime_done.clone()) => function?,
+        function = runtime::start(&spec, &sandbox, output, runtime_done.clone()) => function?,
         _ = shutdown.cancelled() => return Ok(()),
     };
     let config = &consumer.cached_info().config;

@@ -8,6 +8,7 @@ mod extract;
 mod functions;
 mod idempotency;
 mod invoke;
+mod logs;
 mod packages;
 mod queues;
 mod scale;
@@ -49,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/system/queues", get(queues::list))
         .route("/metrics", get(crate::metrics::serve))
+        .route("/system/logs", get(logs::read))
         .route(
             "/system/functions",
             get(functions::list)

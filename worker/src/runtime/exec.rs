@@ -14,6 +14,7 @@ use fjord_functions::{BoxFuture, Function, Request, Response};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tracing::{info, warn};
 
+use super::output::OutputLog;
 use super::process::{self, Group, Launch, REASON_TAIL, Tail, describe_exit, format_duration};
 
 /// After the process exits, how long its output may stay open (held by a process that left its
@@ -32,6 +33,8 @@ pub(super) const DEFAULT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
 
 pub(super) struct Exec {
     pub launch: Launch,
+    /// Where each call's stderr is kept.
+    pub output: OutputLog,
     /// The `content_type` setting. Without it the response takes the request's `Content-Type`
     /// (as the classic watchdog does), else [`DEFAULT_CONTENT_TYPE`].
     pub content_type: Option<String>,
@@ -55,6 +58,7 @@ struct Output {
 impl Exec {
     async fn run(&self, request: Request) -> Response {
         let env = request_env(&request);
+        let call = super::output::call_of(&request);
         let mut running = match self.launch.spawn(&env, true) {
             Ok(r) => r,
             Err(e) => {
@@ -91,6 +95,11 @@ impl Exec {
                 return Response::failure(500, format!("function process I/O failed: {e}"));
             }
         };
+        if !output.stderr.is_empty() {
+            self.output
+                .call_lines(call, "stderr", &output.stderr.all())
+                .await;
+        }
         if output.status.success() {
             if !output.stderr.is_empty() {
                 info!(stderr = %output.stderr.last(SUCCESS_STDERR_LOGGED), "function stderr");

@@ -21,6 +21,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{Instrument, info, info_span, warn};
 
 use super::Error;
+use super::output::OutputLog;
 use super::process::{Launch, REASON_TAIL, Running, Tail, describe_exit, format_duration};
 
 /// How long a process may take to become healthy.
@@ -63,6 +64,8 @@ pub(super) enum Health {
 
 pub(super) struct Http {
     client: reqwest::Client,
+    /// Where the process's lines are kept, with the call in flight when only one is.
+    output: OutputLog,
     state: watch::Receiver<State>,
     timeout: Option<Duration>,
     /// Stops the supervisor (and the process) when the function is dropped.
@@ -100,6 +103,7 @@ pub(super) async fn start(
     launch: Launch,
     health: Health,
     timeout: Option<Duration>,
+    output: OutputLog,
     shutdown: CancellationToken,
 ) -> Result<Http, Error> {
     // reqwest's TLS needs a crypto provider even for plain HTTP clients.
@@ -124,11 +128,13 @@ pub(super) async fn start(
         client: client.clone(),
         state: state_tx,
         stop: stop.clone(),
+        output: output.clone(),
     };
     tokio::spawn(supervisor.run(first_tx).instrument(span));
     match first_rx.await {
         Ok(Ok(())) => Ok(Http {
             client,
+            output,
             state: state_rx,
             timeout,
             _stop: stop.drop_guard(),
@@ -141,6 +147,7 @@ pub(super) async fn start(
 impl Function for Http {
     fn call(&self, request: Request) -> BoxFuture<'_, Response> {
         Box::pin(async move {
+            let _in_flight = self.output.track(&request);
             match self.timeout {
                 None => self.forward(request).await,
                 Some(limit) => match tokio::time::timeout(limit, self.forward(request)).await {
@@ -299,6 +306,7 @@ struct Supervisor {
     client: reqwest::Client,
     state: watch::Sender<State>,
     stop: CancellationToken,
+    output: OutputLog,
 }
 
 /// Why one process's run ended.
@@ -355,8 +363,13 @@ impl Supervisor {
             Err(e) => return End::Failed(e.to_string()),
         };
         let stderr = Arc::new(Mutex::new(Tail::new(REASON_TAIL)));
-        pump(running.child.stdout.take(), "stdout", None);
-        pump(running.child.stderr.take(), "stderr", Some(stderr.clone()));
+        pump(running.child.stdout.take(), "stdout", None, &self.output);
+        pump(
+            running.child.stderr.take(),
+            "stderr",
+            Some(stderr.clone()),
+            &self.output,
+        );
         info!(port, pid = running.child.id(), "function process started");
 
         let healthy = tokio::select! {
@@ -485,8 +498,10 @@ fn pump(
     stream: Option<impl AsyncRead + Unpin + Send + 'static>,
     name: &'static str,
     tail: Option<Arc<Mutex<Tail>>>,
+    output: &OutputLog,
 ) {
     let Some(stream) = stream else { return };
+    let output = output.clone();
     tokio::spawn(
         async move {
             let mut reader = BufReader::new(stream);
@@ -500,7 +515,9 @@ fn pump(
                             tail.lock().expect("stderr tail lock").push(&line);
                         }
                         let text = String::from_utf8_lossy(&line);
-                        info!(stream = name, "{}", text.trim_end());
+                        let text = text.trim_end();
+                        info!(stream = name, "{text}");
+                        output.line(name, text).await;
                     }
                 }
             }

@@ -27,6 +27,7 @@
 mod child;
 mod exec;
 mod http;
+pub mod output;
 mod process;
 
 use std::fs;
@@ -199,6 +200,7 @@ fn make_dir(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<(), Err
 pub async fn start(
     spec: &FunctionSpec,
     sandbox: &Sandbox,
+    output: output::OutputLog,
     shutdown: CancellationToken,
 ) -> Result<Arc<dyn Function>, Error> {
     let shim = |dir: &str, program: &str, file: &str| -> Vec<String> {
@@ -211,6 +213,7 @@ pub async fn start(
             let launch = launch(spec, sandbox, fprocess(spec)?, Vec::new())?;
             Ok(Arc::new(exec::Exec {
                 launch,
+                output,
                 content_type: spec.environment.get("content_type").cloned(),
                 timeout: exec_timeout(spec)?,
             }))
@@ -221,7 +224,7 @@ pub async fn start(
                 None => http::Health::Port,
             };
             let launch = launch(spec, sandbox, fprocess(spec)?, Vec::new())?;
-            let f = http::start(launch, health, exec_timeout(spec)?, shutdown).await?;
+            let f = http::start(launch, health, exec_timeout(spec)?, output, shutdown).await?;
             Ok(Arc::new(f))
         }
         "node18" | "node20" | "python3-http" => {
@@ -246,6 +249,7 @@ pub async fn start(
                 launch,
                 http::Health::Path(health),
                 exec_timeout(spec)?,
+                output,
                 shutdown,
             )
             .await?;
