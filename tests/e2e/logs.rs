@@ -161,3 +161,50 @@ async fn function_output_is_kept_per_call_bounded_and_followed() {
         .unwrap();
     assert_eq!(r.status(), 401);
 }
+
+/// `FJORD_LOG_FORMAT=json`: a real worker process writes one JSON object per line, and a line
+/// about a call carries its `call.id` and `function`.
+#[tokio::test(flavor = "multi_thread")]
+async fn json_log_lines_about_a_call_carry_its_id_and_function() {
+    use tokio::io::AsyncBufReadExt;
+    let p = Platform::start().await;
+    let name = unique("fails");
+    let dir = shared_dir("fjord-logs-");
+    p.deploy_spec(script_spec(&name, &dir, "echo broken >&2; exit 3"))
+        .await;
+    let mut worker = p
+        .worker_command()
+        .args(["run", "--function", &name])
+        .env("FJORD_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = tokio::io::BufReader::new(worker.stderr.take().unwrap()).lines();
+    let id = p.call_async(&name, "x").await;
+    let line = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let line = stderr
+                .next_line()
+                .await
+                .unwrap()
+                .expect("worker stderr open");
+            let v: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+            assert!(v["timestamp"].is_string() && v["level"].is_string(), "{v}");
+            if v["message"] == "function process failed" {
+                return v;
+            }
+        }
+    })
+    .await
+    .expect("the failure is logged");
+    assert_eq!(line["call.id"], id.as_str(), "{line}");
+    assert_eq!(line["function"], name.as_str(), "{line}");
+    assert_eq!(line["level"], "WARN");
+    assert!(
+        line["stderr"].as_str().unwrap().contains("broken"),
+        "{line}"
+    );
+    let _ = worker.kill().await;
+}

@@ -278,7 +278,7 @@ async fn add_event(
                     }
                     // Already kept by an earlier delivery of this event.
                     Err(e) => {
-                        warn!(error = %e, call.id = %finished.call_id, "dead call's request unavailable")
+                        warn!(error = %e, call.id = %finished.call_id, function = %finished.function, "dead call's request unavailable")
                     }
                 }
             }
@@ -286,7 +286,7 @@ async fn add_event(
                 Ok(body) => body.to_vec(),
                 Err(e) => {
                     // Already moved into PostgreSQL by an earlier delivery of this event.
-                    warn!(error = %e, call.id = %finished.call_id, "stored result unavailable");
+                    warn!(error = %e, call.id = %finished.call_id, function = %finished.function, "stored result unavailable");
                     Vec::new()
                 }
             };

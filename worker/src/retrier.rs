@@ -90,7 +90,7 @@ async fn handle(queue: &Queue, store: &Store, functions: &Functions, message: Me
     }
     let call = &retrying.call;
     if overtaken(store, &retrying).await {
-        info!(call.id = %call.call_id, attempt = retrying.attempt, "late retry event of an overtaken attempt; dropped");
+        info!(call.id = %call.call_id, function = %call.function, attempt = retrying.attempt, "late retry event of an overtaken attempt; dropped");
         let _ = message.double_ack().await;
         return;
     }
@@ -119,14 +119,14 @@ async fn handle(queue: &Queue, store: &Store, functions: &Functions, message: Me
     };
     match published {
         Ok(_) => {
-            debug!(call.id = %call.call_id, attempt = retrying.attempt + 1, "call back on its queue");
+            debug!(call.id = %call.call_id, function = %call.function, attempt = retrying.attempt + 1, "call back on its queue");
             if let Err(e) = message.double_ack().await {
                 // Redelivered: the republish is de-duplicated by its message id.
                 warn!(error = %e, "retrier ack failed");
             }
         }
         Err(e) => {
-            warn!(error = %e, call.id = %call.call_id, "could not put a call back on its queue; trying again shortly");
+            warn!(error = %e, call.id = %call.call_id, function = %call.function, "could not put a call back on its queue; trying again shortly");
             let _ = message
                 .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
                 .await;
@@ -140,7 +140,7 @@ async fn overtaken(store: &Store, r: &Retrying) -> bool {
         Ok(Some(row)) => row.is_final() || row.redrives > r.call.redrive as i32,
         Ok(None) => false,
         Err(e) => {
-            warn!(error = %e, call.id = %r.call.call_id, "cannot check the call's record; retrying it unchecked");
+            warn!(error = %e, call.id = %r.call.call_id, function = %r.call.function, "cannot check the call's record; retrying it unchecked");
             false
         }
     }

@@ -147,11 +147,11 @@ async fn publish(state: &AppState, meta: CallMeta, body: Bytes) -> Result<Accept
         )),
         // Sent, maybe stored, but not confirmed: the client is told so, with the call's id.
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, call.id = %accepted.call_id, "publish failed");
+            tracing::warn!(error = %e, call.id = %accepted.call_id, function = %meta_function, "publish failed");
             Err(ApiError::PublishUnconfirmed(accepted.call_id.to_string()))
         }
         Err(_) => {
-            tracing::warn!(call.id = %accepted.call_id, "publish not acknowledged in time");
+            tracing::warn!(call.id = %accepted.call_id, function = %meta_function, "publish not acknowledged in time");
             Err(ApiError::PublishUnconfirmed(accepted.call_id.to_string()))
         }
     }

@@ -427,7 +427,7 @@ impl Shared {
         )
         .await;
         let attempt = decide(&callback, &policy, at, sent);
-        debug!(call.id = %callback.call_id, outcome = attempt.outcome, status = ?attempt.status_code, error = ?attempt.error, "callback attempt");
+        debug!(call.id = %callback.call_id, function = %callback.function, outcome = attempt.outcome, status = ?attempt.status_code, error = ?attempt.error, "callback attempt");
         self.metrics.callback_attempts.inc(&[attempt.outcome]);
         let _ = self.journal.send(attempt);
     }
