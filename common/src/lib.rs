@@ -12,6 +12,7 @@ pub mod ids;
 pub mod invocation;
 pub mod logs;
 pub mod metrics;
+pub mod otlp;
 pub mod package;
 pub mod queue;
 pub mod registry;

@@ -398,6 +398,9 @@ impl Queue {
         let subject = self.names.invoke(&meta.function);
         let mut headers = schema_headers();
         headers.insert("Nats-Msg-Id", message_id);
+        if !meta.traceparent.is_empty() {
+            headers.insert("traceparent", meta.traceparent.as_str());
+        }
         let stored = self.publish(subject, headers, payload).await?;
         // Best effort: a lost wake-up delays a zero-scaled function until the autoscaler's next
         // look at the queues, it loses no call.

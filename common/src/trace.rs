@@ -5,17 +5,33 @@
 
 use crate::CallId;
 
-/// The `traceparent` of a call: `00-<trace id>-<span id>-<flags>`.
+/// The `traceparent` of a call: `00-<trace id>-<span id>-<flags>`. Its span id is the
+/// gateway's accept span; the queue wait, the attempts and the callbacks are its children.
 pub fn traceparent_for(call_id: CallId, incoming: Option<&str>) -> String {
-    let span: u64 = rand::random::<u64>().max(1);
+    let span = new_span_id();
     match incoming.and_then(parse) {
-        Some((trace, flags)) => format!("00-{trace}-{span:016x}-{flags}"),
-        None => format!("00-{}-{span:016x}-01", call_id.0.simple()),
+        Some((trace, _, flags)) => format!("00-{trace}-{span}-{flags}"),
+        None => format!("00-{}-{span}-01", call_id.0.simple()),
     }
 }
 
-/// The trace id and flags of a valid version-00 `traceparent`.
-fn parse(value: &str) -> Option<(&str, &str)> {
+/// A fresh span id: 16 lowercase hex digits, never all zero.
+pub fn new_span_id() -> String {
+    format!("{:016x}", rand::random::<u64>().max(1))
+}
+
+/// The trace id and span id of a valid `traceparent`.
+pub fn ids(traceparent: &str) -> Option<(&str, &str)> {
+    parse(traceparent).map(|(trace, span, _)| (trace, span))
+}
+
+/// The `traceparent` of a child span `span` in the same trace.
+pub fn child(traceparent: &str, span: &str) -> Option<String> {
+    parse(traceparent).map(|(trace, _, flags)| format!("00-{trace}-{span}-{flags}"))
+}
+
+/// The trace id, span id and flags of a valid version-00 `traceparent`.
+fn parse(value: &str) -> Option<(&str, &str, &str)> {
     let mut parts = value.trim().split('-');
     let (version, trace, span, flags) =
         (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
@@ -31,7 +47,7 @@ fn parse(value: &str) -> Option<(&str, &str)> {
         && hex(flags, 2)
         && trace.bytes().any(|b| b != b'0')
         && span.bytes().any(|b| b != b'0');
-    ok.then_some((trace, flags))
+    ok.then_some((trace, span, flags))
 }
 
 #[cfg(test)]

@@ -37,6 +37,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// What this gateway counts for `/metrics`.
     pub metrics: Arc<metrics::GatewayMetrics>,
+    /// Where accept spans go (OTLP, off unless configured).
+    pub tracer: fjord_common::otlp::Tracer,
 }
 
 /// The parts of the configuration handlers read.
@@ -73,6 +75,7 @@ impl AppState {
             store,
             functions,
             metrics: Arc::default(),
+            tracer: fjord_common::otlp::Tracer::from_env("fjord-gateway"),
             settings: Arc::new(Settings {
                 max_body: config.max_body,
                 sync_timeout: Duration::from_secs(config.sync_timeout),

@@ -26,3 +26,4 @@ mod runtimes;
 mod status;
 mod sync;
 mod templates;
+mod traces;

@@ -327,6 +327,9 @@ pub struct Options {
     /// A PgBouncer (transaction pooling) URL on the test database's server: the platform's
     /// store goes through it, with `FJORD_PGBOUNCER`'s behaviour.
     pub pgbouncer_url: Option<String>,
+    /// Where the gateway's and in-process workers' spans go (the dispatcher's: in
+    /// `dispatcher`'s config).
+    pub tracer: fjord_common::otlp::Tracer,
 }
 
 /// The dispatcher settings tests use: loopback allowed, [`CALLBACK_SECRETS`], quick polls.
@@ -355,6 +358,7 @@ impl Default for Options {
             idempotency_window: Duration::from_secs(24 * 3600),
             stream_max_bytes: 0,
             pgbouncer_url: None,
+            tracer: Default::default(),
         }
     }
 }
@@ -506,6 +510,7 @@ impl Platform {
     pub async fn start_worker(&mut self, spec: &FunctionSpec) -> CancellationToken {
         let token = self.shutdown.child_token();
         let options = WorkerOptions {
+            tracer: self.options.tracer.clone(),
             drain_grace: Duration::from_secs(5),
             work_dir: self.work_dir.clone(),
             cold_start: false,
@@ -734,6 +739,7 @@ async fn serve_gateway(
         functions,
         pressure,
         metrics: Default::default(),
+        tracer: options.tracer.clone(),
         settings: std::sync::Arc::new(Settings {
             max_body: options.max_body,
             sync_timeout: options.sync_timeout,

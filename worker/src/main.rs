@@ -125,6 +125,7 @@ impl CallbackArgs {
             concurrency: self.callback_concurrency,
             host_concurrency: self.callback_host_concurrency,
             lease: self.callback_lease,
+            tracer: fjord_common::otlp::Tracer::from_env("fjord-control"),
             ..DispatchConfig::default()
         })
     }
@@ -155,6 +156,7 @@ async fn main() -> anyhow::Result<()> {
             cold_start,
         } => {
             let options = WorkerOptions {
+                tracer: fjord_common::otlp::Tracer::from_env("fjord-worker"),
                 drain_grace,
                 work_dir: work_dir.unwrap_or_else(runtime::default_work_dir),
                 cold_start,

@@ -25,10 +25,12 @@ use fjord_common::invocation::{
     self, BodyRef, CallMeta, Event, FinalStatus, Finished, Retrying, SCHEMA_VERSION, now_ns,
 };
 use fjord_common::logs::LogWriter;
+use fjord_common::otlp::{self, Tracer};
 use fjord_common::queue::Queue;
 use fjord_common::registry::{Change, Registry};
 use fjord_common::retry::{RetryPolicy, parse_retry_after};
 use fjord_common::stack::FunctionSpec;
+use fjord_common::trace;
 use fjord_common::{Error, FunctionName};
 use fjord_functions::{Function, Request, Response};
 use futures::StreamExt;
@@ -58,6 +60,8 @@ pub struct WorkerOptions {
     pub work_dir: PathBuf,
     /// Started because the function had no worker: report the first call's cold start.
     pub cold_start: bool,
+    /// Where the queue-wait and execution spans go (off by default).
+    pub tracer: Tracer,
 }
 
 /// What every call handler of one worker shares.
@@ -81,6 +85,7 @@ struct Shared {
     cancelled: Cancelled,
     /// Set until the first call starts, for a worker started from zero.
     cold_start: std::sync::atomic::AtomicBool,
+    tracer: Tracer,
 }
 
 /// Why a worker could not run.
@@ -144,6 +149,7 @@ pub async fn run(
         abandon: CancellationToken::new(),
         cancelled,
         cold_start: options.cold_start.into(),
+        tracer: options.tracer.clone(),
     });
     // Pulling also stops when the definition changes or goes: this worker then finishes what
     // it runs and exits, and its supervisor starts one with the current definition.
@@ -541,7 +547,9 @@ enum Attempt {
     Superseded,
 }
 
-/// Runs one attempt while `lease` holds.
+/// Runs one attempt while `lease` holds, as a span of the call's trace (a child of the
+/// gateway's accept span, its id in the `traceparent` the function gets), the first attempt
+/// after a queue-wait span.
 async fn execute(
     shared: &Shared,
     lease: &Lease,
@@ -550,6 +558,77 @@ async fn execute(
     attempt: u32,
 ) -> Attempt {
     let started_ns = now_ns();
+    let span_id = trace::new_span_id();
+    let traceparent = trace::child(&meta.traceparent, &span_id);
+    let result = run_attempt(
+        shared,
+        lease,
+        meta,
+        inline,
+        attempt,
+        started_ns,
+        traceparent,
+    )
+    .await;
+    if let Some((trace_id, accept)) = trace::ids(&meta.traceparent) {
+        let function = meta.function.to_string();
+        let call = meta.call_id.to_string();
+        let span = |name, kind, span_id: String, start_ns, error| otlp::Span {
+            trace_id: trace_id.to_owned(),
+            span_id,
+            parent_span_id: Some(accept.to_owned()),
+            name,
+            kind,
+            start_ns,
+            end_ns: now_ns(),
+            attributes: vec![
+                ("fjord.call_id", call.clone().into()),
+                ("fjord.function", function.clone().into()),
+                ("fjord.attempt", attempt.into()),
+            ],
+            error,
+        };
+        if attempt == 1 {
+            let mut wait = span(
+                "fjord.queue",
+                otlp::Kind::Internal,
+                trace::new_span_id(),
+                meta.start_time_ns,
+                None,
+            );
+            wait.end_ns = started_ns;
+            shared.tracer.record(wait);
+        }
+        let (error, status) = match &result {
+            Attempt::Done(f, _) => (f.error.clone(), Some(f.function_status)),
+            Attempt::Abandoned => (Some("abandoned at the end of the drain".into()), None),
+            Attempt::Superseded => (Some("superseded: the lease was lost".into()), None),
+        };
+        let mut run = span(
+            "fjord.execute",
+            otlp::Kind::Consumer,
+            span_id,
+            started_ns,
+            error,
+        );
+        if let Some(status) = status {
+            run.attributes
+                .push(("http.response.status_code", status.into()));
+        }
+        shared.tracer.record(run);
+    }
+    result
+}
+
+async fn run_attempt(
+    shared: &Shared,
+    lease: &Lease,
+    meta: &CallMeta,
+    inline: Bytes,
+    attempt: u32,
+    started_ns: i64,
+    traceparent: Option<String>,
+) -> Attempt {
     if shared
         .cold_start
         .swap(false, std::sync::atomic::Ordering::Relaxed)
@@ -587,7 +666,7 @@ async fn execute(
             return Attempt::Done(Box::new(f), Bytes::new());
         }
     };
-    let request = request_for(meta, body, attempt, shared.max_attempts);
+    let request = request_for(meta, body, attempt, shared.max_attempts, traceparent);
     let running = shared.cancelled.running(meta.call_id);
     let call = shared.function.call(request);
     tokio::pin!(call);
@@ -671,8 +750,14 @@ pub(crate) fn finished(
 }
 
 /// The request as the function sees it: the caller's headers plus `X-Call-Id`, `X-Start-Time`,
-/// `X-Retry` / `X-Retry-Max` and the call's `traceparent` (replacing any the caller sent).
-fn request_for(meta: &CallMeta, body: Bytes, attempt: u32, max_attempts: u32) -> Request {
+/// `X-Retry` / `X-Retry-Max` and the attempt's `traceparent` (replacing any the caller sent).
+fn request_for(
+    meta: &CallMeta,
+    body: Bytes,
+    attempt: u32,
+    max_attempts: u32,
+    traceparent: Option<String>,
+) -> Request {
     let mut headers: Vec<(String, String)> = meta
         .headers
         .iter()
@@ -686,8 +771,10 @@ fn request_for(meta: &CallMeta, body: Bytes, attempt: u32, max_attempts: u32) ->
         })
         .cloned()
         .collect();
-    if !meta.traceparent.is_empty() {
-        headers.push(("traceparent".into(), meta.traceparent.clone()));
+    if let Some(traceparent) =
+        traceparent.or_else(|| (!meta.traceparent.is_empty()).then(|| meta.traceparent.clone()))
+    {
+        headers.push(("traceparent".into(), traceparent));
     }
     headers.push(("X-Call-Id".into(), meta.call_id.to_string()));
     headers.push(("X-Start-Time".into(), meta.start_time_ns.to_string()));

@@ -127,6 +127,7 @@ async fn publish(state: &AppState, meta: CallMeta, body: Bytes) -> Result<Accept
     }
     let _admission = state.pressure.admit(&meta.function, body.len()).await?;
     let meta_function = meta.function.clone();
+    let span = accept_span(&meta);
     let accepted = Accepted {
         call_id: meta.call_id,
         start_time_ns: meta.start_time_ns,
@@ -139,6 +140,10 @@ async fn publish(state: &AppState, meta: CallMeta, body: Bytes) -> Result<Accept
     {
         Ok(Ok(_)) => {
             state.metrics.submitted.inc(&[meta_function.as_str()]);
+            if let Some(mut span) = span {
+                span.end_ns = now_ns();
+                state.tracer.record(span);
+            }
             Ok(accepted)
         }
         // JetStream's own cap (discard-new): refused, not dropped.
@@ -155,6 +160,34 @@ async fn publish(state: &AppState, meta: CallMeta, body: Bytes) -> Result<Accept
             Err(ApiError::PublishUnconfirmed(accepted.call_id.to_string()))
         }
     }
+}
+
+/// The accept span of a call about to be published: its id is the one in the call's
+/// `traceparent`, its parent the caller's span when the caller sent a valid `traceparent`.
+fn accept_span(meta: &CallMeta) -> Option<fjord_common::otlp::Span> {
+    let (trace_id, span_id) = fjord_common::trace::ids(&meta.traceparent)?;
+    let parent = meta
+        .headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("traceparent"))
+        .and_then(|(_, v)| fjord_common::trace::ids(v))
+        .filter(|(caller_trace, _)| *caller_trace == trace_id)
+        .map(|(_, span)| span.to_owned());
+    Some(fjord_common::otlp::Span {
+        trace_id: trace_id.to_owned(),
+        span_id: span_id.to_owned(),
+        parent_span_id: parent,
+        name: "fjord.accept",
+        kind: fjord_common::otlp::Kind::Server,
+        start_ns: meta.start_time_ns,
+        end_ns: 0,
+        attributes: vec![
+            ("fjord.call_id", meta.call_id.to_string().into()),
+            ("fjord.function", meta.function.to_string().into()),
+            ("http.request.method", meta.method.clone().into()),
+        ],
+        error: None,
+    })
 }
 
 fn call_headers(response: &mut Response, accepted: &Accepted) {

@@ -49,6 +49,8 @@ pub struct DispatchConfig {
     pub lease: Duration,
     /// How often due callbacks are looked for.
     pub poll_interval: Duration,
+    /// Where delivery spans go (OTLP, off unless configured).
+    pub tracer: fjord_common::otlp::Tracer,
 }
 
 impl Default for DispatchConfig {
@@ -60,6 +62,7 @@ impl Default for DispatchConfig {
             host_concurrency: 16,
             lease: Duration::from_secs(60),
             poll_interval: Duration::from_millis(250),
+            tracer: Default::default(),
         }
     }
 }
@@ -176,6 +179,7 @@ impl Dispatcher {
             functions: self.functions.clone(),
             journal,
             metrics: self.metrics.clone(),
+            tracer: self.config.tracer.clone(),
         });
         let mut state = State {
             hosts: HashMap::new(),
@@ -402,10 +406,19 @@ struct Shared {
     functions: Functions,
     journal: mpsc::UnboundedSender<Attempt>,
     metrics: Arc<ControlMetrics>,
+    tracer: fjord_common::otlp::Tracer,
 }
 
 impl Shared {
-    async fn attempt(&self, callback: Callback) {
+    /// One delivery attempt, as a span of the call's trace (a child of the gateway's accept
+    /// span, its id in the `traceparent` the receiver gets).
+    async fn attempt(&self, mut callback: Callback) {
+        let span_id = fjord_common::trace::new_span_id();
+        let call_trace = callback.traceparent.clone().unwrap_or_default();
+        if let Some(child) = fjord_common::trace::child(&call_trace, &span_id) {
+            callback.traceparent = Some(child);
+        }
+        let start_ns = fjord_common::invocation::now_ns();
         let spec = self.functions.cached(&callback.function);
         let policy = spec
             .as_ref()
@@ -429,6 +442,27 @@ impl Shared {
         let attempt = decide(&callback, &policy, at, sent);
         debug!(call.id = %callback.call_id, function = %callback.function, outcome = attempt.outcome, status = ?attempt.status_code, error = ?attempt.error, "callback attempt");
         self.metrics.callback_attempts.inc(&[attempt.outcome]);
+        if let Some((trace_id, accept)) = fjord_common::trace::ids(&call_trace) {
+            let mut attributes = vec![
+                ("fjord.call_id", callback.call_id.to_string().into()),
+                ("fjord.function", callback.function.clone().into()),
+                ("fjord.callback.outcome", attempt.outcome.into()),
+            ];
+            if let Some(code) = attempt.status_code {
+                attributes.push(("http.response.status_code", code.into()));
+            }
+            self.tracer.record(fjord_common::otlp::Span {
+                trace_id: trace_id.to_owned(),
+                span_id,
+                parent_span_id: Some(accept.to_owned()),
+                name: "fjord.callback",
+                kind: fjord_common::otlp::Kind::Client,
+                start_ns,
+                end_ns: fjord_common::invocation::now_ns(),
+                attributes,
+                error: attempt.error.clone(),
+            });
+        }
         let _ = self.journal.send(attempt);
     }
 }
