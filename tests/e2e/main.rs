@@ -6,6 +6,7 @@ mod backpressure;
 mod bad_input;
 mod callbacks;
 mod cancel;
+mod dashboard;
 mod deploy;
 mod drain;
 mod fault_suite;

@@ -435,6 +435,14 @@ impl Platform {
                 }
             };
             let functions = Functions::follow(&queue, shutdown.clone()).await.unwrap();
+            // The control process's queue sampler, every second (5 s in production).
+            tokio::spawn(fjord_worker::sampler::run(
+                queue.clone(),
+                store.clone(),
+                functions.clone(),
+                Duration::from_secs(1),
+                shutdown.clone(),
+            ));
             tokio::spawn(fjord_worker::retrier::run(
                 queue.clone(),
                 store.clone(),

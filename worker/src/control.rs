@@ -52,6 +52,13 @@ pub async fn run(
         recorder_stop.clone(),
     ));
     let retire = tokio::spawn(crate::retire::run(queue.clone(), shutdown.clone()));
+    tokio::spawn(crate::sampler::run(
+        queue.clone(),
+        store.clone(),
+        functions.clone(),
+        crate::sampler::EVERY,
+        shutdown.clone(),
+    ));
     let retrier = tokio::spawn(crate::retrier::run(
         queue.clone(),
         store.clone(),

@@ -12,4 +12,5 @@ pub mod recorder;
 pub mod retire;
 pub mod retrier;
 pub mod runtime;
+pub mod sampler;
 pub mod worker;

@@ -19,6 +19,7 @@ use crate::invocation::{CallMeta, Finished, Retrying};
 use crate::{CallId, Error};
 
 pub mod callbacks;
+pub mod dashboard;
 pub mod dead_letters;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

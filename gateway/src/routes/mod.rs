@@ -3,6 +3,7 @@
 
 mod callbacks;
 mod cancel;
+mod dashboard;
 mod dead_letters;
 mod extract;
 mod functions;
@@ -51,6 +52,13 @@ pub fn router(state: AppState) -> Router {
         .route("/system/queues", get(queues::list))
         .route("/metrics", get(crate::metrics::serve))
         .route("/system/logs", get(logs::read))
+        .route("/system/dashboard", get(dashboard::figures))
+        .route("/system/dashboard/history", get(dashboard::history))
+        .route("/ui/", get(dashboard::page))
+        .route(
+            "/ui",
+            get(|| async { axum::response::Redirect::permanent("/ui/") }),
+        )
         .route(
             "/system/functions",
             get(functions::list)

@@ -1,0 +1,100 @@
+//! The web dashboard: `/ui/` (one embedded page, no external assets) and the figures it shows,
+//! `GET /system/dashboard` (per function, live queue figures from JetStream with the last
+//! minutes' recorded calls from PostgreSQL) and `GET /system/dashboard/history?function=`
+//! (the last 15 minutes in 30 s steps, from the samples the control process keeps).
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{Html, IntoResponse, Response};
+use fjord_common::scale::ScalePolicy;
+use serde_json::{Value, json};
+
+use super::extract::ApiQuery;
+use super::status::rfc3339;
+use crate::AppState;
+use crate::error::ApiError;
+
+const PAGE: &str = include_str!("../ui/index.html");
+/// The chart: 30 steps of 30 s.
+const STEP_SECONDS: u32 = 30;
+const POINTS: u32 = 30;
+
+pub async fn page() -> Response {
+    ([(header::CACHE_CONTROL, "no-store")], Html(PAGE)).into_response()
+}
+
+pub async fn figures(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let specs = state.functions.list();
+    let recent = state.store.recent().await?;
+    let live = futures::future::join_all(specs.iter().map(|spec| {
+        let state = state.clone();
+        async move {
+            tokio::join!(
+                state.queue.stats(&spec.name),
+                super::count_workers(&state, &spec.name),
+                super::autoscaler_status(&state, &spec.name),
+            )
+        }
+    }))
+    .await;
+    let mut functions = Vec::new();
+    for (spec, (stats, running, status)) in specs.iter().zip(live) {
+        let stats = stats.map_err(|_| ApiError::QueueUnavailable)?;
+        let policy = ScalePolicy::for_spec(spec).unwrap_or_default();
+        let r = recent.get(spec.name.as_str()).cloned().unwrap_or_default();
+        let error_rate = (r.finished_5m > 0).then(|| r.errors_5m as f64 / r.finished_5m as f64);
+        functions.push(json!({
+            "function": spec.name,
+            "pending": stats.pending,
+            "in_flight": stats.in_flight,
+            "redelivered": stats.redelivered,
+            "oldest_pending_seconds": stats.oldest_pending_seconds,
+            "workers": {
+                "running": running.ok(),
+                "wanted": status.map(|s| s.replicas),
+                "min": policy.min,
+                "max": policy.max,
+            },
+            "calls_per_second": r.finished_1m as f64 / 60.0,
+            "finished_5m": r.finished_5m,
+            "error_rate": error_rate,
+            "p50_seconds": r.p50,
+            "p99_seconds": r.p99,
+            "dead_letters": r.dead_letters,
+            "failing_callbacks": r.failing_callbacks,
+        }));
+    }
+    Ok(Json(json!({
+        "generated_at": rfc3339(Some(chrono::Utc::now())),
+        "functions": functions,
+    })))
+}
+
+pub async fn history(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let name = params.get("function").cloned().unwrap_or_default();
+    if state.functions.cached(&name).is_none() {
+        return Err(ApiError::FunctionNotFound(name));
+    }
+    let points = state.store.history(&name, STEP_SECONDS, POINTS).await?;
+    let points: Vec<Value> = points
+        .iter()
+        .map(|p| {
+            json!({
+                "at": rfc3339(Some(p.at)),
+                "pending": p.pending,
+                "finished_per_second": p.finished_per_second,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "function": name,
+        "step_seconds": STEP_SECONDS,
+        "points": points,
+    })))
+}
