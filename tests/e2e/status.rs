@@ -208,6 +208,29 @@ async fn queues_show_pending_in_flight_and_workers() {
     assert_eq!(row["in_flight"], 0);
     assert_eq!(row["workers"], 0);
     assert!(row["oldest_pending_seconds"].as_f64().unwrap() >= 0.0);
+
+    // `fjord queues --watch` redraws the table (clear screen, time, table) every 2 s.
+    let mut watch = p
+        .cli()
+        .args(["queues", "--watch"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    watch.start_kill().unwrap();
+    let out = watch.wait_with_output().await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.matches("\x1b[2J").count() >= 2,
+        "two redraws in 3 s: {text:?}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("sleep ") && l.split_whitespace().nth(1) == Some("5")),
+        "{text}"
+    );
+
     p.start_worker(&spec).await;
     p.start_worker(&spec).await;
     wait_for(
