@@ -39,6 +39,11 @@ try {
   await page.waitForFunction(
     (sel) => { const c = document.querySelector(sel); return c && c.textContent.trim() !== "" && c.textContent !== "–"; },
     `${row} [data-field="p50"]`, { timeout: 15000 });
+  // The calls table and the chart come from their own requests of the same refresh.
+  await page.waitForFunction(
+    (name) => document.querySelectorAll("#calls tr[data-call-id]").length > 0
+      && document.querySelectorAll(`svg[data-chart="${name}"] polyline`).length === 2,
+    fn, { timeout: 15000 });
   const first = await figures();
   console.log("READY " + JSON.stringify(first));
   await page.screenshot({ path: `${shots}/dashboard.png`, fullPage: true });
@@ -46,8 +51,12 @@ try {
   const lines = createInterface({ input: process.stdin });
   await new Promise((resolve) => lines.once("line", resolve));
   await page.waitForFunction(
-    ([sel, before]) => { const c = document.querySelector(sel); return c && c.textContent !== before; },
-    [`${row} [data-field="finished_5m"]`, first.finished_5m], { timeout: 15000 });
+    ([sel, before, calls]) => {
+      const c = document.querySelector(sel);
+      return c && c.textContent !== before
+        && document.querySelectorAll("#calls tr[data-call-id]").length !== calls;
+    },
+    [`${row} [data-field="finished_5m"]`, first.finished_5m, first.calls], { timeout: 15000 });
   console.log("CHANGED " + JSON.stringify(await figures()));
 
   const link = page.locator(`#calls tr[data-call-id] a`).first();
@@ -81,7 +90,10 @@ try {
   await page.screenshot({ path: `${shots}/dead-call.png`, fullPage: true });
   await page.click("#redrive");
   await page.waitForFunction(
-    () => (document.querySelector("#redrive-result")?.textContent || "").trim() !== "", null,
+    () => {
+      const t = (document.querySelector("#redrive-result")?.textContent || "").trim();
+      return t !== "" && !t.startsWith("Re-driving");
+    }, null,
     { timeout: 15000 });
   console.log("DEAD " + JSON.stringify({
     callback_rows: callbackRows,
