@@ -154,6 +154,7 @@ async fn start(
     let names = deploy::deploy(&gateway, stack).await?;
     println!("Fjord is up.");
     println!("  gateway     {url}");
+    println!("  dashboard   {url}/ui/  (metrics: {url}/metrics)");
     println!("  user        {user}");
     println!("  password    {password}");
     println!("  credentials {}", secrets_dir(data_dir).display());

@@ -212,6 +212,11 @@ async fn dashboard_shows_right_live_figures_and_a_calls_page_in_chromium() {
         ready["wide"], false,
         "the page fits a phone's width: {ready}"
     );
+    assert_eq!(
+        ready["dead_only"],
+        dead.as_str(),
+        "the status filter: {ready}"
+    );
 
     // More calls while the page stays open: its figures change without a reload.
     let newer = calls(&p, &[5, 5, 5]).await;

@@ -106,6 +106,25 @@ async fn gateway_and_control_metrics_count_calls_of_known_durations() {
     let mut p = Platform::start().await;
     let s = p.deploy_spec(spec("nap", "sleep")).await;
     p.start_worker(&s).await;
+    // A function that always fails, with two attempts: one retry, then dead.
+    let mut broken = fjord_tests::script_spec(
+        "broken",
+        &fjord_tests::shared_dir("fjord-metrics-"),
+        "exit 1",
+    );
+    for (k, v) in [
+        ("com.openfaas.retry.attempts", "2"),
+        ("com.openfaas.retry.min_wait", "50ms"),
+    ] {
+        broken.labels.insert(k.into(), v.into());
+    }
+    let broken = p.deploy_spec(broken).await;
+    p.start_worker(&broken).await;
+    let dead = p.call_async("broken", "x").await;
+    assert_eq!(
+        p.wait_final(&dead, Duration::from_secs(20)).await["status"],
+        "dead"
+    );
     let receiver = Receiver::start().await;
 
     // Five asynchronous calls of known run times (3 × 30 ms, 2 × 300 ms), one the function
@@ -274,6 +293,24 @@ async fn gateway_and_control_metrics_count_calls_of_known_durations() {
         ) >= Some(1.0)
     );
     assert_eq!(c.kind("fjord_recorder_pending_messages"), "gauge");
+    let broken = [("function_name", "broken")];
+    assert_eq!(
+        c.value("fjord_retries", "fjord_retries_total", &broken),
+        Some(1.0)
+    );
+    assert_eq!(
+        c.value("fjord_dead_letters", "fjord_dead_letters_total", &broken),
+        Some(1.0)
+    );
+    assert_eq!(
+        c.value(
+            "gateway_function_invocation",
+            "gateway_function_invocation_total",
+            &[("function_name", "broken"), ("code", "500")]
+        ),
+        Some(1.0),
+        "a call counts once, with its final outcome"
+    );
     for (family, kind) in [
         ("fjord_cold_start_seconds", "histogram"),
         ("fjord_retries", "counter"),

@@ -45,6 +45,18 @@ try {
       && document.querySelectorAll(`svg[data-chart="${name}"] polyline`).length === 2,
     fn, { timeout: 15000 });
   const first = await figures();
+  // The status filter: only the dead call.
+  await page.selectOption("#filter-status", "dead");
+  await page.waitForFunction(
+    () => [...document.querySelectorAll('#calls tr[data-call-id] [data-field="status"]')]
+      .every((c) => c.textContent.trim() === "dead")
+      && document.querySelectorAll("#calls tr[data-call-id]").length === 1,
+    null, { timeout: 15000 });
+  first.dead_only = await page.locator("#calls tr[data-call-id]").getAttribute("data-call-id");
+  await page.selectOption("#filter-status", "");
+  await page.waitForFunction(
+    (n) => document.querySelectorAll("#calls tr[data-call-id]").length === n,
+    first.calls, { timeout: 15000 });
   console.log("READY " + JSON.stringify(first));
   await page.screenshot({ path: `${shots}/dashboard.png`, fullPage: true });
 
