@@ -39,6 +39,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::GatewayMetrics>,
     /// Where accept spans go (OTLP, off unless configured).
     pub tracer: fjord_common::otlp::Tracer,
+    /// The dashboard's last-minutes figures, shared by its viewers.
+    pub recent: Arc<routes::RecentCache>,
 }
 
 /// The parts of the configuration handlers read.
@@ -76,6 +78,7 @@ impl AppState {
             functions,
             metrics: Arc::default(),
             tracer: fjord_common::otlp::Tracer::from_env("fjord-gateway"),
+            recent: Arc::default(),
             settings: Arc::new(Settings {
                 max_body: config.max_body,
                 sync_timeout: Duration::from_secs(config.sync_timeout),

@@ -748,6 +748,7 @@ async fn serve_gateway(
         pressure,
         metrics: Default::default(),
         tracer: options.tracer.clone(),
+        recent: Default::default(),
         settings: std::sync::Arc::new(Settings {
             max_body: options.max_body,
             sync_timeout: options.sync_timeout,

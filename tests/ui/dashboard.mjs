@@ -38,12 +38,12 @@ try {
   await page.goto(`${base}/ui/`);
   await page.waitForFunction(
     (sel) => { const c = document.querySelector(sel); return c && c.textContent.trim() !== "" && c.textContent !== "–"; },
-    `${row} [data-field="p50"]`, { timeout: 15000 });
+    `${row} [data-field="p50"]`, { timeout: 30000 });
   // The calls table and the chart come from their own requests of the same refresh.
   await page.waitForFunction(
     (name) => document.querySelectorAll("#calls tr[data-call-id]").length > 0
       && document.querySelectorAll(`svg[data-chart="${name}"] polyline`).length === 2,
-    fn, { timeout: 15000 });
+    fn, { timeout: 30000 });
   const first = await figures();
   // The status filter: only the dead call.
   await page.selectOption("#filter-status", "dead");
@@ -51,12 +51,12 @@ try {
     () => [...document.querySelectorAll('#calls tr[data-call-id] [data-field="status"]')]
       .every((c) => c.textContent.trim() === "dead")
       && document.querySelectorAll("#calls tr[data-call-id]").length === 1,
-    null, { timeout: 15000 });
+    null, { timeout: 30000 });
   first.dead_only = await page.locator("#calls tr[data-call-id]").getAttribute("data-call-id");
   await page.selectOption("#filter-status", "");
   await page.waitForFunction(
     (n) => document.querySelectorAll("#calls tr[data-call-id]").length === n,
-    first.calls, { timeout: 15000 });
+    first.calls, { timeout: 30000 });
   console.log("READY " + JSON.stringify(first));
   await page.screenshot({ path: `${shots}/dashboard.png`, fullPage: true });
 
@@ -68,7 +68,7 @@ try {
       return c && c.textContent !== before
         && document.querySelectorAll("#calls tr[data-call-id]").length !== calls;
     },
-    [`${row} [data-field="finished_5m"]`, first.finished_5m, first.calls], { timeout: 15000 });
+    [`${row} [data-field="finished_5m"]`, first.finished_5m, first.calls], { timeout: 30000 });
   console.log("CHANGED " + JSON.stringify(await figures()));
 
   const link = page.locator(`#calls tr[data-call-id] a`).first();
@@ -77,7 +77,7 @@ try {
   await page.waitForFunction(() => {
     const s = document.querySelector("#call-status");
     return s && s.offsetParent !== null && s.textContent.trim() !== "";
-  }, null, { timeout: 15000 });
+  }, null, { timeout: 30000 });
   const call = {
     id,
     hash: await page.evaluate(() => location.hash),
@@ -94,9 +94,9 @@ try {
   await page.waitForFunction(() => {
     const s = document.querySelector("#call-status");
     return s && s.textContent.trim() === "dead" && document.querySelector("#redrive");
-  }, null, { timeout: 15000 });
+  }, null, { timeout: 30000 });
   await page.waitForFunction(
-    () => document.querySelectorAll("#callback-log tbody tr").length > 0, null, { timeout: 15000 });
+    () => document.querySelectorAll("#callback-log tbody tr").length > 0, null, { timeout: 30000 });
   const callbackRows = await page.locator("#callback-log tbody tr").count();
   const firstOutcome = await page.textContent('#callback-log tbody tr [data-field="outcome"]');
   await page.screenshot({ path: `${shots}/dead-call.png`, fullPage: true });
@@ -106,7 +106,7 @@ try {
       const t = (document.querySelector("#redrive-result")?.textContent || "").trim();
       return t !== "" && !t.startsWith("Re-driving");
     }, null,
-    { timeout: 15000 });
+    { timeout: 30000 });
   console.log("DEAD " + JSON.stringify({
     callback_rows: callbackRows,
     first_outcome: firstOutcome,

@@ -4,12 +4,15 @@
 //! (the last 15 minutes in 30 s steps, from the samples the control process keeps).
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
 use fjord_common::scale::ScalePolicy;
+use fjord_common::store::dashboard::Recent;
 use serde_json::{Value, json};
 
 use super::extract::ApiQuery;
@@ -18,6 +21,28 @@ use crate::AppState;
 use crate::error::ApiError;
 
 const PAGE: &str = include_str!("../ui/index.html");
+/// How long one gateway reuses the last minutes' figures: however many dashboards are open,
+/// PostgreSQL computes them at most once a second per gateway (the page refreshes every 2 s).
+const RECENT_FOR: Duration = Duration::from_secs(1);
+
+/// The last figures read from PostgreSQL and when; the lock also makes concurrent refreshes
+/// wait for one query instead of each running its own.
+#[derive(Default)]
+pub struct RecentCache(tokio::sync::Mutex<Option<(Instant, Figures)>>);
+
+type Figures = Arc<HashMap<String, Recent>>;
+
+async fn recent(state: &AppState) -> Result<Figures, ApiError> {
+    let mut cached = state.recent.0.lock().await;
+    if let Some((at, figures)) = cached.as_ref()
+        && at.elapsed() < RECENT_FOR
+    {
+        return Ok(figures.clone());
+    }
+    let figures = Arc::new(state.store.recent().await?);
+    *cached = Some((Instant::now(), figures.clone()));
+    Ok(figures)
+}
 /// The chart: 30 steps of 30 s.
 const STEP_SECONDS: u32 = 30;
 const POINTS: u32 = 30;
@@ -28,7 +53,7 @@ pub async fn page() -> Response {
 
 pub async fn figures(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let specs = state.functions.list();
-    let recent = state.store.recent().await?;
+    let recent = recent(&state).await?;
     let live = futures::future::join_all(specs.iter().map(|spec| {
         let state = state.clone();
         async move {

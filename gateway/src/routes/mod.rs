@@ -24,6 +24,7 @@ use axum::routing::{any, get, post, put};
 use crate::AppState;
 use crate::error::ApiError;
 
+pub use dashboard::RecentCache;
 pub(crate) use queues::count_workers;
 pub(crate) use scale::autoscaler_status;
 
