@@ -14,10 +14,9 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use fjord_common::metrics::{CONTENT_TYPE, Counter, Histogram, LATENCY_BUCKETS, write_gauge};
-use fjord_common::queue::QueueStats;
-use fjord_common::scale::ScalePolicy;
 
 use crate::AppState;
+use crate::routes::Live;
 
 const FUNCTION: &[&str] = &["function_name"];
 
@@ -57,36 +56,8 @@ impl Default for GatewayMetrics {
     }
 }
 
-/// One function's live figures.
-struct Live {
-    name: String,
-    stats: Option<QueueStats>,
-    running: Option<usize>,
-    wanted: Option<u32>,
-    policy: Option<ScalePolicy>,
-}
-
 pub async fn serve(State(state): State<AppState>) -> Response {
-    let specs = state.functions.list();
-    let live = futures::future::join_all(specs.iter().map(|spec| {
-        let state = state.clone();
-        async move {
-            let (stats, running, status) = tokio::join!(
-                state.queue.stats(&spec.name),
-                crate::routes::count_workers(&state, &spec.name),
-                crate::routes::autoscaler_status(&state, &spec.name),
-            );
-            Live {
-                name: spec.name.to_string(),
-                stats: stats.ok(),
-                running: running.ok(),
-                wanted: status.map(|s| s.replicas),
-                policy: ScalePolicy::for_spec(spec).ok(),
-            }
-        }
-    }))
-    .await;
-
+    let live = crate::routes::live(&state).await;
     let m = &state.metrics;
     let mut out = String::new();
     m.invocations.write(&mut out);

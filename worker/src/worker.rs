@@ -570,7 +570,9 @@ async fn execute(
         traceparent,
     )
     .await;
-    if let Some((trace_id, accept)) = trace::ids(&meta.traceparent) {
+    if shared.tracer.enabled()
+        && let Some((trace_id, accept)) = trace::ids(&meta.traceparent)
+    {
         let function = meta.function.to_string();
         let call = meta.call_id.to_string();
         let span = |name, kind, span_id: String, start_ns, error| otlp::Span {

@@ -131,30 +131,23 @@ impl Store {
     ) -> Result<Vec<Point>, Error> {
         let step = f64::from(step_seconds.max(1));
         let span = step * f64::from(points);
-        type Steps = Vec<(i64, i64)>;
-        let (now, depth, finished): (f64, Steps, Steps) = self
+        // One row per step and source: `true` for the sampled depth, `false` for finished calls.
+        let (now, rows): (f64, Vec<(bool, i64, i64)>) = self
             .run(async |c, p| {
                 let now: f64 = sqlx::query_scalar("SELECT extract(epoch FROM now())::float8")
                     .persistent(p)
                     .fetch_one(&mut *c)
                     .await?;
-                let depth = sqlx::query_as(
-                    "SELECT floor(extract(epoch FROM at) / $2)::bigint, max(pending)
+                let rows = sqlx::query_as(
+                    "SELECT true, floor(extract(epoch FROM at) / $2)::bigint, max(pending)
                      FROM queue_samples
                      WHERE function = $1 AND at > now() - make_interval(secs => $3)
-                     GROUP BY 1",
-                )
-                .bind(function)
-                .bind(step)
-                .bind(span)
-                .persistent(p)
-                .fetch_all(&mut *c)
-                .await?;
-                let finished = sqlx::query_as(
-                    "SELECT floor(extract(epoch FROM finished_at) / $2)::bigint, count(*)
+                     GROUP BY 2
+                     UNION ALL
+                     SELECT false, floor(extract(epoch FROM finished_at) / $2)::bigint, count(*)
                      FROM invocations
                      WHERE function = $1 AND finished_at > now() - make_interval(secs => $3)
-                     GROUP BY 1",
+                     GROUP BY 2",
                 )
                 .bind(function)
                 .bind(step)
@@ -162,11 +155,16 @@ impl Store {
                 .persistent(p)
                 .fetch_all(&mut *c)
                 .await?;
-                Ok((now, depth, finished))
+                Ok((now, rows))
             })
             .await?;
-        let depth: HashMap<i64, i64> = depth.into_iter().collect();
-        let finished: HashMap<i64, i64> = finished.into_iter().collect();
+        let pick = |depth: bool| -> HashMap<i64, i64> {
+            rows.iter()
+                .filter(|r| r.0 == depth)
+                .map(|r| (r.1, r.2))
+                .collect()
+        };
+        let (depth, finished) = (pick(true), pick(false));
         let last = (now / step).floor() as i64;
         Ok((last - i64::from(points) + 1..=last)
             .map(|b| Point {

@@ -11,7 +11,6 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
-use fjord_common::scale::ScalePolicy;
 use fjord_common::store::dashboard::Recent;
 use serde_json::{Value, json};
 
@@ -52,34 +51,22 @@ pub async fn page() -> Response {
 }
 
 pub async fn figures(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let specs = state.functions.list();
     let recent = recent(&state).await?;
-    let live = futures::future::join_all(specs.iter().map(|spec| {
-        let state = state.clone();
-        async move {
-            tokio::join!(
-                state.queue.stats(&spec.name),
-                super::count_workers(&state, &spec.name),
-                super::autoscaler_status(&state, &spec.name),
-            )
-        }
-    }))
-    .await;
     let mut functions = Vec::new();
-    for (spec, (stats, running, status)) in specs.iter().zip(live) {
-        let stats = stats.map_err(|_| ApiError::QueueUnavailable)?;
-        let policy = ScalePolicy::for_spec(spec).unwrap_or_default();
-        let r = recent.get(spec.name.as_str()).cloned().unwrap_or_default();
+    for f in super::live(&state).await {
+        let stats = f.stats.ok_or(ApiError::QueueUnavailable)?;
+        let policy = f.policy.unwrap_or_default();
+        let r = recent.get(&f.name).cloned().unwrap_or_default();
         let error_rate = (r.finished_5m > 0).then(|| r.errors_5m as f64 / r.finished_5m as f64);
         functions.push(json!({
-            "function": spec.name,
+            "function": f.name,
             "pending": stats.pending,
             "in_flight": stats.in_flight,
             "redelivered": stats.redelivered,
             "oldest_pending_seconds": stats.oldest_pending_seconds,
             "workers": {
-                "running": running.ok(),
-                "wanted": status.map(|s| s.replicas),
+                "running": f.running,
+                "wanted": f.wanted,
                 "min": policy.min,
                 "max": policy.max,
             },

@@ -127,7 +127,8 @@ async fn publish(state: &AppState, meta: CallMeta, body: Bytes) -> Result<Accept
     }
     let _admission = state.pressure.admit(&meta.function, body.len()).await?;
     let meta_function = meta.function.clone();
-    let span = accept_span(&meta);
+    // Built only when tracing is on: intake's hot path allocates nothing for it otherwise.
+    let span = state.tracer.enabled().then(|| accept_span(&meta)).flatten();
     let accepted = Accepted {
         call_id: meta.call_id,
         start_time_ns: meta.start_time_ns,

@@ -25,8 +25,7 @@ use crate::AppState;
 use crate::error::ApiError;
 
 pub use dashboard::RecentCache;
-pub(crate) use queues::count_workers;
-pub(crate) use scale::autoscaler_status;
+pub(crate) use queues::{Live, live};
 
 pub fn router(state: AppState) -> Router {
     let system = Router::new()

@@ -6,6 +6,8 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::State;
 use fjord_common::FunctionName;
+use fjord_common::queue::QueueStats;
+use fjord_common::scale::ScalePolicy;
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -24,6 +26,37 @@ pub(crate) async fn count_workers(
         .head_count(function, PING_WINDOW)
         .await
         .map_err(|_| ApiError::QueueUnavailable)
+}
+
+/// One deployed function's live figures, as `/metrics` and the dashboard show them: `None`
+/// where the source did not answer.
+pub(crate) struct Live {
+    pub name: String,
+    pub stats: Option<QueueStats>,
+    pub running: Option<usize>,
+    /// The autoscaler's worker count (absent without one, as under KEDA).
+    pub wanted: Option<u32>,
+    pub policy: Option<ScalePolicy>,
+}
+
+/// Every deployed function's live figures, read side by side.
+pub(crate) async fn live(state: &AppState) -> Vec<Live> {
+    let specs = state.functions.list();
+    futures::future::join_all(specs.iter().map(|spec| async move {
+        let (stats, running, status) = tokio::join!(
+            state.queue.stats(&spec.name),
+            count_workers(state, &spec.name),
+            super::scale::autoscaler_status(state, &spec.name),
+        );
+        Live {
+            name: spec.name.to_string(),
+            stats: stats.ok(),
+            running: running.ok(),
+            wanted: status.map(|s| s.replicas),
+            policy: ScalePolicy::for_spec(spec).ok(),
+        }
+    }))
+    .await
 }
 
 pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {

@@ -442,7 +442,9 @@ impl Shared {
         let attempt = decide(&callback, &policy, at, sent);
         debug!(call.id = %callback.call_id, function = %callback.function, outcome = attempt.outcome, status = ?attempt.status_code, error = ?attempt.error, "callback attempt");
         self.metrics.callback_attempts.inc(&[attempt.outcome]);
-        if let Some((trace_id, accept)) = fjord_common::trace::ids(&call_trace) {
+        if self.tracer.enabled()
+            && let Some((trace_id, accept)) = fjord_common::trace::ids(&call_trace)
+        {
             let mut attributes = vec![
                 ("fjord.call_id", callback.call_id.to_string().into()),
                 ("fjord.function", callback.function.clone().into()),
