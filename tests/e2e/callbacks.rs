@@ -1,7 +1,8 @@
 //! Callbacks against a real local HTTP receiver: OpenFaaS's format byte for byte, Standard
 //! Webhooks signatures (checked here and by the reference Python library), the retry schedule
 //! and `Retry-After`, 410, redirects, timeouts, refused networks, the delivery log and
-//! redelivery, a killed dispatcher, and a slow host that must not delay a fast one.
+//! redelivery, a first attempt that does not wait for PostgreSQL, a killed dispatcher, and a
+//! slow host that must not delay a fast one.
 
 use std::time::{Duration, Instant};
 
@@ -130,6 +131,44 @@ async fn delivered_in_openfaas_format_and_signed() {
     assert_eq!(items[0]["webhook_id"], cb.header("webhook-id"));
     assert!(items[0]["duration_seconds"].as_f64().unwrap() >= 0.0);
     // Delivered once: no second attempt follows a 2xx.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.received().len(), 1);
+}
+
+/// The first attempt does not wait for PostgreSQL: while the recorder's write is held up (a
+/// lock on `invocations`), the callback still arrives; once the write goes through, that one
+/// attempt is logged and the callback is `delivered`, with no second delivery.
+#[tokio::test]
+async fn a_callback_is_attempted_while_its_outcome_is_still_being_written() {
+    let mut p = Platform::start().await;
+    echo_with(&mut p, "echo", &[]).await;
+    let receiver = Receiver::start().await;
+    let mut lock = p.store.pool().begin().await.unwrap();
+    sqlx::query("LOCK TABLE invocations IN SHARE ROW EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let id = call_with_callback(&p, "echo", &receiver.url, b"before the write").await;
+    let got = receiver.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got[0].header("x-call-id"), id);
+    assert_eq!(got[0].body, b"before the write"[..]);
+    let recorded: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM invocations WHERE call_id = $1::uuid AND final_seq IS NOT NULL",
+    )
+    .bind(&id)
+    .fetch_one(&mut *lock)
+    .await
+    .unwrap();
+    assert_eq!(recorded, 0, "the outcome is not written yet");
+    lock.rollback().await.unwrap();
+
+    let s = callback_state(&p, &id, "delivered").await;
+    assert_eq!(s["callback"]["attempts"], 1);
+    let l = log(&p, &id).await;
+    let items = l["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{l}");
+    assert_eq!(items[0]["outcome"], "delivered");
+    assert_eq!(items[0]["webhook_id"], got[0].header("webhook-id"));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(receiver.received().len(), 1);
 }

@@ -1,8 +1,12 @@
 //! The recorder: consumes every message of the installation's stream (invocations and outcome
 //! events) and applies them to PostgreSQL in batches, one transaction per batch, acknowledging
-//! only after the commit. A call it makes final with a callback URL gets a pending callback in
-//! the same write, handed straight to this process's dispatcher when there is one. While PostgreSQL is away it holds its batch and retries; the stream
-//! keeps everything meanwhile, so intake never depends on the database.
+//! only after the commit. Reading and writing are two tasks: while one batch is written, the
+//! next messages are parsed, and each outcome with a callback URL is handed to this process's
+//! dispatcher as soon as it is read, then again once the write has decided whether it made
+//! the call final (which gives the call a pending callback in the same transaction). While
+//! PostgreSQL is away the writer holds its batch and retries, and the reader stops at
+//! [`READ_AHEAD`] messages; the stream keeps everything meanwhile, so intake never depends on
+//! the database.
 //!
 //! On shutdown it first applies what it has already been handed (until the pull goes quiet,
 //! bounded by [`DRAIN_LIMIT`]); what it cannot apply it hands back for immediate redelivery, so
@@ -19,6 +23,7 @@ use fjord_common::invocation::{self, BodyRef, CallMeta, Event, SCHEMA_VERSION};
 use fjord_common::queue::{CONTROL_ACK_WAIT, Queue};
 use fjord_common::store::{Batch, Started, Store};
 use futures::StreamExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -27,6 +32,9 @@ use crate::metrics::ControlMetrics;
 
 /// Messages applied in one transaction at most.
 const MAX_BATCH: usize = 2000;
+/// Messages read ahead of the writer at most (while it writes, the next ones are parsed and
+/// their callbacks handed over).
+const READ_AHEAD: usize = 2 * MAX_BATCH;
 
 /// How long a stopping recorder keeps applying messages already delivered to it.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
@@ -50,6 +58,26 @@ pub async fn run(
         .await
         .map_err(fjord_common::Error::nats)?;
     let mut chunks = messages.ready_chunks(MAX_BATCH);
+    // Retrying a failing write stops this long after `shutdown`; what is left is handed back.
+    let give_up = CancellationToken::new();
+    tokio::spawn({
+        let (shutdown, give_up) = (shutdown.clone(), give_up.clone());
+        async move {
+            shutdown.cancelled().await;
+            tokio::time::sleep(DRAIN_LIMIT).await;
+            give_up.cancel();
+        }
+    });
+    let (read_tx, read_rx) = mpsc::unbounded_channel();
+    let room = Arc::new(Semaphore::new(READ_AHEAD));
+    let writer = tokio::spawn(write(
+        queue.clone(),
+        store,
+        handoff.clone(),
+        metrics,
+        read_rx,
+        give_up.clone(),
+    ));
     info!("recorder started");
     loop {
         let chunk = tokio::select! {
@@ -57,41 +85,22 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
         };
         let Some(chunk) = chunk else { break };
-        if !record(
-            &queue,
-            &store,
-            handoff.as_ref(),
-            &metrics,
-            ok_messages(chunk),
-            &shutdown,
-        )
-        .await
-        {
+        let read = read(&queue, handoff.as_ref(), &room, ok_messages(chunk)).await;
+        if !pass_on(&read_tx, read, &give_up).await {
             break;
         }
     }
-    // Drain: a short, bounded grace of its own, since `shutdown` has already fired.
-    let drain = CancellationToken::new();
-    let deadline = tokio::time::Instant::now() + DRAIN_LIMIT;
-    let stop_drain = drain.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep_until(deadline).await;
-        stop_drain.cancel();
-    });
-    while let Ok(Some(chunk)) = tokio::time::timeout(DRAIN_QUIET, chunks.next()).await {
-        if !record(
-            &queue,
-            &store,
-            handoff.as_ref(),
-            &metrics,
-            ok_messages(chunk),
-            &drain,
-        )
-        .await
-        {
+    // Drain: what has already been delivered to this recorder, until the pull goes quiet.
+    while !give_up.is_cancelled()
+        && let Ok(Some(chunk)) = tokio::time::timeout(DRAIN_QUIET, chunks.next()).await
+    {
+        let read = read(&queue, handoff.as_ref(), &room, ok_messages(chunk)).await;
+        if !pass_on(&read_tx, read, &give_up).await {
             break;
         }
     }
+    drop(read_tx);
+    let _ = writer.await;
     info!("recorder stopped");
     Ok(())
 }
@@ -108,19 +117,56 @@ fn ok_messages(
         .collect()
 }
 
-/// Applies one chunk; `false` when `shutdown` interrupted the retries, in which case the
-/// chunk's messages are handed back (nak) for immediate redelivery.
-async fn record(
-    queue: &Queue,
-    store: &Store,
-    handoff: Option<&Handoff>,
-    metrics: &ControlMetrics,
+/// Messages read and parsed, not yet written.
+#[derive(Default)]
+struct Read {
+    batch: Batch,
+    /// Stored bodies to delete once the batch is written.
+    objects: Vec<String>,
+    /// The messages to acknowledge once it is written.
     messages: Vec<Message>,
-    shutdown: &CancellationToken,
-) -> bool {
-    let mut batch = Batch::default();
-    let mut objects = Vec::new();
-    let mut applied = Vec::with_capacity(messages.len());
+    /// Their share of [`READ_AHEAD`].
+    room: Option<OwnedSemaphorePermit>,
+}
+
+impl Read {
+    fn extend(&mut self, other: Read) {
+        let (batch, o) = (&mut self.batch, other.batch);
+        batch.invoked.extend(o.invoked);
+        batch.started.extend(o.started);
+        batch.finished.extend(o.finished);
+        batch.retried.extend(o.retried);
+        batch.dead_letters.extend(o.dead_letters);
+        self.objects.extend(other.objects);
+        self.messages.extend(other.messages);
+        match (&mut self.room, other.room) {
+            (Some(room), Some(more)) => room.merge(more),
+            (room, more) => *room = room.take().or(more),
+        }
+    }
+
+    /// Hands the messages back for immediate redelivery (to the next recorder).
+    async fn hand_back(&self) {
+        for message in &self.messages {
+            let _ = message.ack_with(AckKind::Nak(None)).await;
+        }
+    }
+}
+
+/// Parses a chunk (once the writer is few enough messages behind); each outcome with a
+/// callback goes to the dispatcher straight away, so its first attempt need not wait for the
+/// write.
+async fn read(
+    queue: &Queue,
+    handoff: Option<&Handoff>,
+    room: &Arc<Semaphore>,
+    messages: Vec<Message>,
+) -> Read {
+    let permits = u32::try_from(messages.len().clamp(1, READ_AHEAD)).unwrap_or(1);
+    let mut read = Read {
+        room: room.clone().acquire_many_owned(permits).await.ok(),
+        ..Read::default()
+    };
     for message in messages {
         if invocation::schema_version(message.headers.as_ref()) != SCHEMA_VERSION {
             warn!(subject = %message.subject, "message has a schema version this recorder does not understand; leaving it");
@@ -135,31 +181,119 @@ async fn record(
             .as_str()
             .starts_with(&format!("{}.event.", queue.names.prefix()));
         let parsed = if is_event {
-            add_event(queue, &mut batch, &mut objects, &message.payload, seq).await
+            add_event(
+                queue,
+                &mut read.batch,
+                &mut read.objects,
+                &message.payload,
+                seq,
+            )
+            .await
         } else {
             invocation::decode::<CallMeta>(&message.payload)
-                .map(|(meta, _)| batch.invoked.push((meta, seq)))
+                .map(|(meta, _)| read.batch.invoked.push((meta, seq)))
         };
         match parsed {
-            Ok(()) => applied.push(message),
+            Ok(()) => read.messages.push(message),
             Err(e) => {
                 error!(error = %e, subject = %message.subject, "unrecordable message; terminating it");
                 let _ = message.ack_with(AckKind::Term).await;
             }
         }
     }
+    if let Some(handoff) = handoff {
+        for (finished, body, seq) in &read.batch.finished {
+            handoff.read(finished, body, *seq);
+        }
+    }
+    read
+}
+
+/// Passes a chunk to the writer; `false` once the writer is gone or gave up.
+async fn pass_on(
+    tx: &mpsc::UnboundedSender<Read>,
+    read: Read,
+    give_up: &CancellationToken,
+) -> bool {
+    if give_up.is_cancelled() {
+        read.hand_back().await;
+        return false;
+    }
+    match tx.send(read) {
+        Ok(()) => true,
+        Err(mpsc::error::SendError(read)) => {
+            read.hand_back().await;
+            false
+        }
+    }
+}
+
+/// Writes what was read, one transaction per batch: all the chunks waiting, up to
+/// [`MAX_BATCH`] messages. Once a write gives up, the rest is handed back unwritten.
+async fn write(
+    queue: Queue,
+    store: Store,
+    handoff: Option<Handoff>,
+    metrics: Arc<ControlMetrics>,
+    mut rx: mpsc::UnboundedReceiver<Read>,
+    give_up: CancellationToken,
+) {
+    let mut next = None;
+    let mut gave_up = false;
+    loop {
+        let mut read = match next.take() {
+            Some(read) => read,
+            None => match rx.recv().await {
+                Some(read) => read,
+                None => break,
+            },
+        };
+        if gave_up {
+            read.hand_back().await;
+            continue;
+        }
+        while let Ok(more) = rx.try_recv() {
+            if read.messages.len() + more.messages.len() > MAX_BATCH {
+                next = Some(more);
+                break;
+            }
+            read.extend(more);
+        }
+        gave_up = !record(&queue, &store, handoff.as_ref(), &metrics, read, &give_up).await;
+    }
+}
+
+/// Writes one batch; `false` when `give_up` interrupted the retries, in which case its
+/// messages are handed back (nak) for immediate redelivery.
+async fn record(
+    queue: &Queue,
+    store: &Store,
+    handoff: Option<&Handoff>,
+    metrics: &ControlMetrics,
+    read: Read,
+    give_up: &CancellationToken,
+) -> bool {
+    let Read {
+        batch,
+        objects,
+        messages: applied,
+        ..
+    } = &read;
     let mut delay = Duration::from_millis(100);
     let mut held_since = std::time::Instant::now();
     loop {
         let started = std::time::Instant::now();
-        match store.apply(&batch, handoff.map(Handoff::lease)).await {
+        match store.apply(batch, handoff.map(Handoff::lease)).await {
             Ok(recorded) => {
                 let apply_ms = started.elapsed().as_secs_f64() * 1000.0;
                 let won: HashSet<(CallId, u64)> = recorded.iter().copied().collect();
                 if let Some(handoff) = handoff {
-                    hand_over(handoff, &batch, &won);
+                    for (finished, body, seq) in &batch.finished {
+                        let recorded = won.contains(&(finished.call_id, *seq));
+                        handoff.decided(finished, body, *seq, recorded);
+                    }
                 }
-                count(metrics, &batch, &won, applied.len(), started.elapsed());
+                count(metrics, batch, &won, applied.len(), started.elapsed());
                 debug!(
                     messages = applied.len(),
                     finals = recorded.len(),
@@ -176,17 +310,15 @@ async fn record(
                 warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "recording a batch failed; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => {
-                        for message in &applied {
-                            let _ = message.ack_with(AckKind::Nak(None)).await;
-                        }
+                    _ = give_up.cancelled() => {
+                        read.hand_back().await;
                         return false;
                     }
                 }
                 delay = (delay * 2).min(Duration::from_secs(5));
                 // Still holding the batch: keep its lease, so no other recorder takes it up.
                 if held_since.elapsed() >= CONTROL_ACK_WAIT / 3 {
-                    for message in &applied {
+                    for message in applied {
                         let _ = message.ack_with(AckKind::Progress).await;
                     }
                     held_since = std::time::Instant::now();
@@ -194,13 +326,13 @@ async fn record(
             }
         }
     }
-    for message in &applied {
+    for message in applied {
         if let Err(e) = message.ack().await {
             warn!(error = %e, "recorder ack failed; the message will be applied again");
         }
     }
     for object in objects {
-        if let Err(e) = queue.delete_object(&object).await {
+        if let Err(e) = queue.delete_object(object).await {
             warn!(error = %e, object, "could not delete a stored body");
         }
     }
@@ -231,15 +363,6 @@ fn count(
     }
     for retrying in &batch.retried {
         metrics.retries.inc(&[retrying.call.function.as_str()]);
-    }
-}
-
-/// Hands the dispatcher the callbacks of the calls this batch made final.
-fn hand_over(handoff: &Handoff, batch: &Batch, won: &HashSet<(CallId, u64)>) {
-    for (finished, body, seq) in &batch.finished {
-        if finished.callback_url.is_some() && won.contains(&(finished.call_id, *seq)) {
-            handoff.send(finished, body, *seq);
-        }
     }
 }
 

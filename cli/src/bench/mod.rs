@@ -250,7 +250,17 @@ async fn phases(args: &BenchArgs, install: &mut setup::Installation) -> anyhow::
     .await?;
     receiver.wait_for(paced.ok).await?;
     let arrivals = receiver.take();
-    let finished = install.finished_at("hook", since).await?;
+    // A callback may arrive before its outcome is written: wait (bounded) until each one is.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let finished = loop {
+        let finished = install.finished_at("hook", since).await?;
+        if arrivals.keys().all(|id| finished.contains_key(id))
+            || tokio::time::Instant::now() > deadline
+        {
+            break finished;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let delays = callbacks::delays(&arrivals, &finished);
     println!("\ncallbacks at 1,000 calls/s offered: function finished to callback arrived");
     println!(

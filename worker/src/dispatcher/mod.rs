@@ -1,10 +1,11 @@
 //! The callback dispatcher: POSTs each final call's result to its `X-Callback-Url` in
 //! OpenFaaS's format, signed (Standard Webhooks), retried with backoff, every attempt logged.
 //!
-//! Callbacks reach it two ways: the recorder in the same process hands over each one it makes
-//! `pending` (already leased to this dispatcher in the same write, so the first attempt starts
-//! within milliseconds of the outcome being recorded), and a poll takes due callbacks nobody
-//! holds — retries whose backoff is over, redeliveries, and callbacks a dispatcher that died was
+//! Callbacks reach it two ways: the recorder in the same process hands over each outcome as
+//! it reads it from the stream, so the first attempt starts within milliseconds of the
+//! function's finish, while the outcome is still being written (see [`early`]); the write
+//! makes the callback `pending` already leased to this dispatcher. And a poll takes due
+//! callbacks nobody holds — retries whose backoff is over, redeliveries, and callbacks a dispatcher that died was
 //! holding. A callback waiting out its backoff is only a row: it holds no memory, no lease and
 //! no slot.
 //!
@@ -15,15 +16,17 @@
 //! hosts never wait behind a slow one.
 
 mod deliver;
+mod early;
 mod journal;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use fjord_common::CallId;
 use fjord_common::callback::{Networks, Policy, Signer};
 use fjord_common::functions::Functions;
-use fjord_common::invocation::Finished;
+use fjord_common::invocation::{FinalStatus, Finished};
 use fjord_common::retry::RetryPolicy;
 use fjord_common::store::Store;
 use fjord_common::store::callbacks::{Attempt, Callback, host_of};
@@ -67,12 +70,26 @@ impl Default for DispatchConfig {
     }
 }
 
-/// How the recorder hands the callbacks it makes pending to this process's dispatcher.
+/// How the recorder hands outcomes with a callback to this process's dispatcher.
 #[derive(Clone)]
 pub struct Handoff {
-    tx: mpsc::UnboundedSender<Callback>,
+    tx: mpsc::UnboundedSender<Handed>,
     lease: Uuid,
     lease_for: Duration,
+}
+
+/// What the recorder hands over, in stream order.
+enum Handed {
+    /// An outcome just read from the stream, not yet recorded; `attempt` is false for one that
+    /// must wait for the write (it still makes the call's other outcomes wait).
+    Read { callback: Callback, attempt: bool },
+    /// Whether the write made that outcome (`webhook_id` names it) the call's; if so the
+    /// callback is now pending under this dispatcher's lease.
+    Decided {
+        call_id: CallId,
+        webhook_id: String,
+        recorded: Option<Callback>,
+    },
 }
 
 impl Handoff {
@@ -81,12 +98,40 @@ impl Handoff {
         (self.lease, self.lease_for)
     }
 
-    /// Hands over a callback the recorder has just made pending under [`Handoff::lease`].
-    pub fn send(&self, finished: &Finished, body: &[u8], final_seq: u64) {
-        let Some(url) = &finished.callback_url else {
+    /// Hands over an outcome the recorder has read (`final_seq` is its stream sequence) and
+    /// will write next. A cancellation is left to the write: a running call's is published
+    /// twice (by whoever cancelled it and by its worker), and with two control processes each
+    /// could read one of them.
+    pub fn read(&self, finished: &Finished, body: &[u8], final_seq: u64) {
+        if let Some(callback) = self.callback(finished, body, final_seq) {
+            let attempt = finished.status != FinalStatus::Cancelled;
+            self.send(Handed::Read { callback, attempt });
+        }
+    }
+
+    /// Tells whether the write made this outcome the call's, leaving its callback pending
+    /// under [`Handoff::lease`].
+    pub fn decided(&self, finished: &Finished, body: &[u8], final_seq: u64, recorded: bool) {
+        if finished.callback_url.is_none() {
             return;
-        };
-        let callback = Callback {
+        }
+        self.send(Handed::Decided {
+            call_id: finished.call_id,
+            webhook_id: fjord_common::callback::webhook_id(finished.call_id, final_seq as i64),
+            recorded: recorded
+                .then(|| self.callback(finished, body, final_seq))
+                .flatten(),
+        });
+    }
+
+    fn send(&self, handed: Handed) {
+        // A closed channel means the dispatcher stopped; its lease runs out and another takes it.
+        let _ = self.tx.send(handed);
+    }
+
+    fn callback(&self, finished: &Finished, body: &[u8], final_seq: u64) -> Option<Callback> {
+        let url = finished.callback_url.as_ref()?;
+        Some(Callback {
             call_id: finished.call_id,
             function: finished.function.to_string(),
             host: host_of(url).unwrap_or_default(),
@@ -105,9 +150,7 @@ impl Handoff {
             attempts: 0,
             round_at: chrono::Utc::now(),
             lease: self.lease,
-        };
-        // A closed channel means the dispatcher stopped; its lease runs out and another takes it.
-        let _ = self.tx.send(callback);
+        })
     }
 }
 
@@ -120,7 +163,22 @@ const POLL_BATCH: usize = 2_000;
 #[derive(Default)]
 struct Host {
     running: usize,
-    waiting: VecDeque<Callback>,
+    waiting: VecDeque<Queued>,
+}
+
+/// A callback waiting for a slot.
+struct Queued {
+    callback: Callback,
+    /// Read from the stream and not yet known to be recorded (see [`early`]).
+    early: bool,
+}
+
+/// An attempt that ended.
+struct Ended {
+    host: String,
+    seconds: f64,
+    attempt: Attempt,
+    early: bool,
 }
 
 pub struct Dispatcher {
@@ -129,7 +187,7 @@ pub struct Dispatcher {
     config: DispatchConfig,
     client: reqwest::Client,
     lease: Uuid,
-    rx: mpsc::UnboundedReceiver<Callback>,
+    rx: mpsc::UnboundedReceiver<Handed>,
     metrics: Arc<ControlMetrics>,
 }
 
@@ -170,14 +228,13 @@ impl Dispatcher {
     /// finish (bounded by the longest attempt timeout allowed, 10 s by default).
     pub async fn run(mut self, shutdown: CancellationToken) {
         let (journal, journal_task) = journal::start(self.store.clone());
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, f64)>();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Ended>();
         let tracker = TaskTracker::new();
         let shared = Arc::new(Shared {
             client: self.client.clone(),
             signer: self.config.signer.clone(),
             networks: self.config.networks.clone(),
             functions: self.functions.clone(),
-            journal,
             metrics: self.metrics.clone(),
             tracer: self.config.tracer.clone(),
         });
@@ -187,6 +244,8 @@ impl Dispatcher {
             running: 0,
             buffered: 0,
             released: Vec::new(),
+            early: early::Early::default(),
+            journal,
         };
         let (polled_tx, mut polled_rx) = mpsc::unbounded_channel::<(Vec<Callback>, bool)>();
         let mut polling = false;
@@ -195,16 +254,12 @@ impl Dispatcher {
         info!(lease = %self.lease, "callback dispatcher started");
         loop {
             tokio::select! {
-                Some(callback) = self.rx.recv() => {
-                    self.admit(&mut state, callback);
+                Some(handed) = self.rx.recv() => {
+                    self.take(&mut state, handed);
                     self.pump_all(&mut state, &shared, &tracker, &done_tx);
                 }
-                Some((host, seconds)) = done_rx.recv() => {
-                    state.running -= 1;
-                    if let Some(h) = state.hosts.get_mut(&host) {
-                        h.running -= 1;
-                    }
-                    state.note_pace(&host, seconds);
+                Some(ended) = done_rx.recv() => {
+                    state.ended(ended);
                     self.pump_all(&mut state, &shared, &tracker, &done_tx);
                 }
                 // The poll runs as its own task, so callbacks handed over meanwhile start at once.
@@ -225,28 +280,96 @@ impl Dispatcher {
                 _ = shutdown.cancelled() => break,
             }
         }
-        // Hand back what waits here, then let attempts in flight end.
+        // Hand back what waits here and is recorded (an outcome not yet recorded is written
+        // by the next recorder, under its dispatcher's lease), then let attempts in flight end.
         self.rx.close();
-        while let Ok(callback) = self.rx.try_recv() {
-            state.released.push(callback);
+        while let Ok(handed) = self.rx.try_recv() {
+            if let Handed::Decided {
+                call_id,
+                webhook_id,
+                recorded,
+            } = handed
+                && let early::Decided::Deliver =
+                    state
+                        .early
+                        .decided(call_id, &webhook_id, recorded.is_some())
+                && let Some(callback) = recorded
+            {
+                state.released.push(callback);
+            }
         }
         for host in state.hosts.values_mut() {
-            state.released.extend(host.waiting.drain(..));
+            for queued in host.waiting.drain(..) {
+                if !queued.early || state.early.recorded(&queued.callback) {
+                    state.released.push(queued.callback);
+                }
+            }
         }
         self.release(&mut state).await;
         tracker.close();
-        if tokio::time::timeout(Duration::from_secs(12), tracker.wait())
-            .await
-            .is_err()
-        {
-            warn!("callback attempts still in flight at shutdown; their leases will run out");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(12);
+        loop {
+            tokio::select! {
+                Some(ended) = done_rx.recv() => state.ended(ended),
+                _ = tracker.wait() => break,
+                _ = tokio::time::sleep_until(deadline) => {
+                    warn!("callback attempts still in flight at shutdown; their leases will run out");
+                    break;
+                }
+            }
         }
-        drop(shared);
+        while let Ok(ended) = done_rx.try_recv() {
+            state.ended(ended);
+        }
+        drop(state);
         let _ = journal_task.await;
         info!("callback dispatcher stopped");
     }
 
-    /// Queues a callback under its host, or hands it back when the host's queue is full.
+    /// Takes what the recorder hands over: an outcome just read is attempted at once when
+    /// [`early::Early`] allows it; a recorded one that was not is queued now.
+    fn take(&self, state: &mut State, handed: Handed) {
+        match handed {
+            Handed::Read {
+                callback,
+                attempt: false,
+            } => state.early.hold(&callback),
+            Handed::Read { callback, .. } => {
+                let cap = self.host_queue_cap(state, &callback.host);
+                let host = state.hosts.entry(callback.host.clone()).or_default();
+                if host.waiting.len() < cap
+                    && state.buffered < MAX_BUFFERED
+                    && state.early.admit(&callback)
+                {
+                    host.waiting.push_back(Queued {
+                        callback,
+                        early: true,
+                    });
+                    state.buffered += 1;
+                }
+            }
+            Handed::Decided {
+                call_id,
+                webhook_id,
+                recorded,
+            } => match state
+                .early
+                .decided(call_id, &webhook_id, recorded.is_some())
+            {
+                early::Decided::Log(attempt) => {
+                    let _ = state.journal.send(attempt);
+                }
+                early::Decided::Deliver => {
+                    if let Some(callback) = recorded {
+                        self.admit(state, callback);
+                    }
+                }
+                early::Decided::Nothing => {}
+            },
+        }
+    }
+
+    /// Queues a recorded callback under its host, or hands it back when the host's queue is full.
     fn admit(&self, state: &mut State, callback: Callback) {
         let cap = self.host_queue_cap(state, &callback.host);
         let host = state.hosts.entry(callback.host.clone()).or_default();
@@ -254,7 +377,10 @@ impl Dispatcher {
             state.released.push(callback);
             return;
         }
-        host.waiting.push_back(callback);
+        host.waiting.push_back(Queued {
+            callback,
+            early: false,
+        });
         state.buffered += 1;
     }
 
@@ -278,26 +404,34 @@ impl Dispatcher {
         state: &mut State,
         shared: &Arc<Shared>,
         tracker: &TaskTracker,
-        done: &mpsc::UnboundedSender<(String, f64)>,
+        done: &mpsc::UnboundedSender<Ended>,
     ) {
         let mut idle = Vec::new();
         for (name, host) in state.hosts.iter_mut() {
             while host.running < self.config.host_concurrency
                 && state.running < self.config.concurrency
             {
-                let Some(callback) = host.waiting.pop_front() else {
+                let Some(Queued { callback, early }) = host.waiting.pop_front() else {
                     break;
                 };
+                state.buffered -= 1;
+                if early && !state.early.wanted(&callback) {
+                    continue;
+                }
                 host.running += 1;
                 state.running += 1;
-                state.buffered -= 1;
                 let shared = shared.clone();
                 let done = done.clone();
-                let name = name.clone();
+                let host = name.clone();
                 tracker.spawn(async move {
                     let started = std::time::Instant::now();
-                    shared.attempt(callback).await;
-                    let _ = done.send((name, started.elapsed().as_secs_f64()));
+                    let attempt = shared.attempt(callback).await;
+                    let _ = done.send(Ended {
+                        host,
+                        seconds: started.elapsed().as_secs_f64(),
+                        attempt,
+                        early,
+                    });
                 });
             }
             if host.running == 0 && host.waiting.is_empty() {
@@ -386,9 +520,30 @@ struct State {
     buffered: usize,
     /// Callbacks to hand back (host queue full, or stopping).
     released: Vec<Callback>,
+    /// Callbacks attempted before their outcome was recorded.
+    early: early::Early,
+    /// Where attempts are logged.
+    journal: mpsc::UnboundedSender<Attempt>,
 }
 
 impl State {
+    /// An attempt ended: its slot is free, and it is logged (an early one once recorded).
+    fn ended(&mut self, ended: Ended) {
+        self.running -= 1;
+        if let Some(h) = self.hosts.get_mut(&ended.host) {
+            h.running -= 1;
+        }
+        self.note_pace(&ended.host, ended.seconds);
+        let attempt = if ended.early {
+            self.early.attempted(ended.attempt)
+        } else {
+            Some(ended.attempt)
+        };
+        if let Some(attempt) = attempt {
+            let _ = self.journal.send(attempt);
+        }
+    }
+
     fn note_pace(&mut self, host: &str, seconds: f64) {
         if self.pace.len() > 10_000 && !self.pace.contains_key(host) {
             self.pace.clear();
@@ -404,7 +559,6 @@ struct Shared {
     signer: Signer,
     networks: Networks,
     functions: Functions,
-    journal: mpsc::UnboundedSender<Attempt>,
     metrics: Arc<ControlMetrics>,
     tracer: fjord_common::otlp::Tracer,
 }
@@ -412,7 +566,7 @@ struct Shared {
 impl Shared {
     /// One delivery attempt, as a span of the call's trace (a child of the gateway's accept
     /// span, its id in the `traceparent` the receiver gets).
-    async fn attempt(&self, mut callback: Callback) {
+    async fn attempt(&self, mut callback: Callback) -> Attempt {
         let span_id = fjord_common::trace::new_span_id();
         let call_trace = callback.traceparent.clone().unwrap_or_default();
         if let Some(child) = fjord_common::trace::child(&call_trace, &span_id) {
@@ -465,7 +619,7 @@ impl Shared {
                 error: attempt.error.clone(),
             });
         }
-        let _ = self.journal.send(attempt);
+        attempt
     }
 }
 
