@@ -289,11 +289,7 @@ impl Dispatcher {
                 webhook_id,
                 recorded,
             } = handed
-                && let early::Decided::Deliver =
-                    state
-                        .early
-                        .decided(call_id, &webhook_id, recorded.is_some())
-                && let Some(callback) = recorded
+                && let Some(callback) = state.decided(call_id, &webhook_id, recorded)
             {
                 state.released.push(callback);
             }
@@ -352,20 +348,11 @@ impl Dispatcher {
                 call_id,
                 webhook_id,
                 recorded,
-            } => match state
-                .early
-                .decided(call_id, &webhook_id, recorded.is_some())
-            {
-                early::Decided::Log(attempt) => {
-                    let _ = state.journal.send(attempt);
+            } => {
+                if let Some(callback) = state.decided(call_id, &webhook_id, recorded) {
+                    self.admit(state, callback);
                 }
-                early::Decided::Deliver => {
-                    if let Some(callback) = recorded {
-                        self.admit(state, callback);
-                    }
-                }
-                early::Decided::Nothing => {}
-            },
+            }
         }
     }
 
@@ -527,6 +514,24 @@ struct State {
 }
 
 impl State {
+    /// The recorder's decision on an outcome: an early attempt that already ended is logged;
+    /// a recorded callback that was not attempted early is returned, to be attempted.
+    fn decided(
+        &mut self,
+        call_id: CallId,
+        webhook_id: &str,
+        recorded: Option<Callback>,
+    ) -> Option<Callback> {
+        match self.early.decided(call_id, webhook_id, recorded.is_some()) {
+            early::Decided::Log(attempt) => {
+                let _ = self.journal.send(attempt);
+                None
+            }
+            early::Decided::Deliver => recorded,
+            early::Decided::Nothing => None,
+        }
+    }
+
     /// An attempt ended: its slot is free, and it is logged (an early one once recorded).
     fn ended(&mut self, ended: Ended) {
         self.running -= 1;
