@@ -326,14 +326,13 @@ impl Dispatcher {
     /// [`early::Early`] allows it; a recorded one that was not is queued now.
     fn take(&self, state: &mut State, handed: Handed) {
         match handed {
-            Handed::Read {
-                callback,
-                attempt: false,
-            } => state.early.hold(&callback),
-            Handed::Read { callback, .. } => {
+            // One not attempted now (a cancellation, or no room) still makes the call's
+            // other outcomes wait for its decision.
+            Handed::Read { callback, attempt } => {
                 let cap = self.host_queue_cap(state, &callback.host);
                 let host = state.hosts.entry(callback.host.clone()).or_default();
-                if host.waiting.len() < cap
+                if attempt
+                    && host.waiting.len() < cap
                     && state.buffered < MAX_BUFFERED
                     && state.early.admit(&callback)
                 {
@@ -342,6 +341,8 @@ impl Dispatcher {
                         early: true,
                     });
                     state.buffered += 1;
+                } else {
+                    state.early.hold(&callback);
                 }
             }
             Handed::Decided {
