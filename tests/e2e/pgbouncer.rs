@@ -83,15 +83,26 @@ async fn calls_callbacks_retries_and_reads_work_through_pgbouncer_transaction_po
     for id in &ids {
         let s = p.wait_final(id, Duration::from_secs(30)).await;
         assert_eq!(s["status"], "succeeded", "{s}");
-        let log: Value = p
-            .system(&format!("/system/invocations/{id}/callbacks"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(log["state"], "delivered", "{log}");
+        // The receiver has every callback before the attempt's log line is written: the
+        // attempt starts when the recorder reads the outcome, its line once the outcome is
+        // recorded.
+        fjord_tests::wait_for(
+            &format!("the callback of {id} to be logged as delivered"),
+            Duration::from_secs(30),
+            || async {
+                let log: Value = p
+                    .system(&format!("/system/invocations/{id}/callbacks"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                (log["state"] == "delivered" && log["items"].as_array().unwrap().len() == 1)
+                    .then_some(())
+            },
+        )
+        .await;
     }
     let list: Value = p
         .system("/system/invocations?function=echo&limit=1000")
