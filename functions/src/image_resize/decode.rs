@@ -1,6 +1,7 @@
-//! Decoding to 8-bit [`Pixels`]. JPEG goes through `jpeg-decoder`, whose reduced-size IDCT
-//! (1/2, 1/4, 1/8) decodes a large photo at close to the output size ("shrink on load");
-//! PNG, WebP and GIF (first frame) go through `image`.
+//! Decoding to 8-bit [`Pixels`]. A JPEG reduced to 1/8 or 1/4 goes through `shrink` when it is
+//! the common kind (baseline YCbCr or grayscale); every other JPEG goes through `jpeg-decoder`,
+//! whose reduced-size IDCT (1/2, 1/4, 1/8) also decodes close to the output size ("shrink on
+//! load"). PNG, WebP and GIF (first frame) go through `image`.
 
 use std::io::Cursor;
 
@@ -18,7 +19,7 @@ fn undecodable(e: impl std::fmt::Display) -> ResizeError {
 /// An input whose header has been read: its size and orientation are known, its pixels not
 /// yet decoded.
 pub enum Opened<'a> {
-    Jpeg(Box<jpeg_decoder::Decoder<&'a [u8]>>, (u32, u32)),
+    Jpeg(Box<jpeg_decoder::Decoder<&'a [u8]>>, (u32, u32), &'a [u8]),
     Other(Box<dyn ImageDecoder + 'a>),
 }
 
@@ -32,7 +33,7 @@ impl<'a> Opened<'a> {
                     .info()
                     .ok_or_else(|| undecodable("no JPEG frame header"))?;
                 let size = (u32::from(info.width), u32::from(info.height));
-                return Ok(Opened::Jpeg(d, size));
+                return Ok(Opened::Jpeg(d, size, input));
             }
             Kind::Png => ImageFormat::Png,
             Kind::WebP => ImageFormat::WebP,
@@ -47,7 +48,7 @@ impl<'a> Opened<'a> {
     /// The stored size, before orientation.
     pub fn size(&self) -> (u32, u32) {
         match self {
-            Opened::Jpeg(_, size) => *size,
+            Opened::Jpeg(_, size, _) => *size,
             Opened::Other(d) => d.dimensions(),
         }
     }
@@ -55,7 +56,7 @@ impl<'a> Opened<'a> {
     /// The EXIF orientation (an unreadable one counts as none).
     pub fn orientation(&mut self) -> Orientation {
         let o = match self {
-            Opened::Jpeg(d, _) => d.exif_data().and_then(Orientation::from_exif_chunk),
+            Opened::Jpeg(d, _, _) => d.exif_data().and_then(Orientation::from_exif_chunk),
             Opened::Other(d) => d.orientation().ok(),
         };
         o.unwrap_or(Orientation::NoTransforms)
@@ -64,7 +65,10 @@ impl<'a> Opened<'a> {
     /// Decodes, a JPEG at `eighths`/8 of its size (rounded up); other formats always whole.
     pub fn decode(self, eighths: u8) -> Result<Pixels, ResizeError> {
         match self {
-            Opened::Jpeg(d, size) => decode_jpeg(d, size, eighths),
+            Opened::Jpeg(d, size, input) => match super::shrink::decode(input, eighths) {
+                Some(pixels) => Ok(pixels),
+                None => decode_jpeg(d, size, eighths),
+            },
             Opened::Other(d) => {
                 let image = DynamicImage::from_decoder(d).map_err(undecodable)?;
                 Ok(Pixels::from_dynamic(image))

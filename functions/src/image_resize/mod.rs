@@ -3,7 +3,8 @@
 //! orientation, and answers the encoded image with `X-Image-Width` / `X-Image-Height`.
 //!
 //! This module owns the whole pipeline: header check (`header`: an image over the pixel limit
-//! is refused with 413 before it is decoded), decode with JPEG shrink-on-load (`decode`), the
+//! is refused with 413 before it is decoded), decode with JPEG shrink-on-load (`decode`, and
+//! `shrink` for the common JPEG at 1/8 and 1/4), the
 //! sizes (`geometry`), resampling and orientation (`pixels`) and encoding (`encode`).
 //! [`resize`] is the synchronous whole, bytes in to bytes out; the [`Function`] runs it on a
 //! blocking thread. Bad parameters answer 400, an undecodable body 422, a too-large image 413,
@@ -15,6 +16,7 @@ mod geometry;
 mod header;
 mod params;
 mod pixels;
+mod shrink;
 #[cfg(test)]
 mod tests;
 
