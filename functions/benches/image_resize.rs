@@ -10,7 +10,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use fjord_functions::image_resize::{DEFAULT_MAX_PIXELS, Params, resize};
+use fjord_functions::image_resize::{DEFAULT_MAX_PIXELS, Params, decode_reduced_jpeg, resize};
 use image::codecs::png::PngEncoder;
 use image::codecs::webp::WebPEncoder;
 use image::{ExtendedColorType, ImageEncoder};
@@ -182,6 +182,8 @@ fn main() {
     if wanted("stages") {
         println!("stages of jpeg 4000x3000 q90 4:4:4 -> 800x600 (medians):");
         stages(&jpeg(4000, 3000, 12, jpeg_encoder::SamplingFactor::F_1_1));
+        println!("stages of jpeg 4000x3000 q90 4:2:0 noise 12 -> 800x600 (medians):");
+        stages(&jpeg(4000, 3000, 12, jpeg_encoder::SamplingFactor::F_2_2));
     }
     if wanted("png") {
         case(
@@ -228,6 +230,12 @@ fn stages(input: &[u8]) {
             black_box(decode(n));
         });
         println!("  decode, jpeg-decoder at {n}/8: {ms:6.1} ms");
+    }
+    for n in [2, 1] {
+        let ms = median_ms(|| {
+            black_box(decode_reduced_jpeg(input, n).unwrap());
+        });
+        println!("  decode, Fjord's shrink-on-load at {n}/8: {ms:6.1} ms");
     }
     let ms = median_ms(|| {
         black_box(image::load_from_memory(input).unwrap());

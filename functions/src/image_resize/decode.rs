@@ -66,8 +66,12 @@ impl<'a> Opened<'a> {
     pub fn decode(self, eighths: u8) -> Result<Pixels, ResizeError> {
         match self {
             Opened::Jpeg(d, size, input) => match super::shrink::decode(input, eighths) {
-                Some(pixels) => Ok(pixels),
-                None => decode_jpeg(d, size, eighths),
+                // Both decoders read the same frame header; should they ever disagree, the
+                // size checked against the pixel limit is `jpeg-decoder`'s.
+                Some(pixels) if (pixels.width, pixels.height) == reduced(size, eighths) => {
+                    Ok(pixels)
+                }
+                _ => decode_jpeg(d, size, eighths),
             },
             Opened::Other(d) => {
                 let image = DynamicImage::from_decoder(d).map_err(undecodable)?;
@@ -75,6 +79,12 @@ impl<'a> Opened<'a> {
             }
         }
     }
+}
+
+/// The size of an image of `size` decoded at `eighths`/8, rounded up as the decoders do.
+fn reduced((w, h): (u32, u32), eighths: u8) -> (u32, u32) {
+    let n = u32::from(eighths);
+    ((w * n).div_ceil(8), (h * n).div_ceil(8))
 }
 
 fn decode_jpeg(

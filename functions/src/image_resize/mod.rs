@@ -121,6 +121,12 @@ fn transposes(o: Orientation) -> bool {
     )
 }
 
+/// The shrink-on-load JPEG decoder alone, at `eighths`/8 (1 or 2): the decoded size, or `None`
+/// when it leaves the file to `jpeg-decoder`. For the benchmark's stages.
+pub fn decode_reduced_jpeg(input: &[u8], eighths: u8) -> Option<(u32, u32)> {
+    shrink::decode(input, eighths).map(|p| (p.width, p.height))
+}
+
 /// Decodes, orients, resizes and encodes `input` as `params` say, refusing images over
 /// `max_pixels` (by their header) before decoding them. CPU-bound: tens of milliseconds for a
 /// photo; call it from a blocking thread.

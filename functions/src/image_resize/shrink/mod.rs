@@ -5,10 +5,10 @@
 //! At those scales a block becomes 1×1 or 2×2 pixels, each the exact mean of the pixels the
 //! full inverse DCT would give for its quarter of the block (before clamping). That mean
 //! depends only on the DC coefficient (1/8) or on the 25 coefficients whose frequencies are 0
-//! or odd on both axes (1/4), so every other coefficient is decoded and dropped: no coefficient
-//! buffer, no IDCT, and the weighted sums are accumulated as the symbols are read. Chroma is
-//! brought to the luma grid with the triangle ("fancy") upsampling, then converted with the
-//! JFIF equations.
+//! or odd on both axes (1/4): every coefficient must still be Huffman-decoded, but the rest are
+//! never dequantised or transformed, and a block costs four fixed-point sums instead of an
+//! IDCT. Chroma is brought to the luma grid with the triangle ("fancy") upsampling, then
+//! converted with the JFIF equations.
 //!
 //! Anything else — progressive, arithmetic, 12-bit, CMYK or Adobe RGB, odd sampling, several
 //! scans, a damaged stream — returns `None`, and the general decoder (`jpeg-decoder`) reads
