@@ -477,6 +477,12 @@ fn block(
     if k > 64 {
         return Err(Malformed);
     }
+    if k == 1 {
+        // DC alone, as in most blocks of smooth regions: one product, one reset.
+        let dc = i64::from(coefs[0]) * c.recipe.weights[0];
+        coefs[0] = 0;
+        return Ok([dc, 0, 0, 0]);
+    }
     let sums = c.recipe.sums(coefs);
     *coefs = [0; 64];
     Ok(sums)
