@@ -95,12 +95,12 @@ fn decode_jpeg(
     if eighths < 8 {
         // The decoder picks the smallest reduction that reaches the request on either axis:
         // ask on the larger axis for exactly the size `eighths` gives, the other one unreachable.
-        let n = u32::from(eighths);
-        let want = |len: u32| u16::try_from((len * n).div_ceil(8)).unwrap_or(u16::MAX);
+        let (rw, rh) = reduced((w, h), eighths);
+        let want = |len: u32| u16::try_from(len).unwrap_or(u16::MAX);
         let request = if w >= h {
-            (want(w), u16::MAX)
+            (want(rw), u16::MAX)
         } else {
-            (u16::MAX, want(h))
+            (u16::MAX, want(rh))
         };
         d.scale(request.0, request.1).map_err(undecodable)?;
     }

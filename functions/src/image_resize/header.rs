@@ -24,7 +24,7 @@ pub fn sniff(b: &[u8]) -> Option<Kind> {
     }
 }
 
-fn be16(b: &[u8], at: usize) -> Option<u32> {
+pub(super) fn be16(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from(u16::from_be_bytes(
         b.get(at..at + 2)?.try_into().ok()?,
     )))

@@ -36,8 +36,6 @@ struct Component {
     h: usize,
     v: usize,
     quant: usize,
-    dc: usize,
-    ac: usize,
 }
 
 struct Frame {
@@ -58,8 +56,8 @@ pub fn decode(input: &[u8], eighths: u8) -> Option<Pixels> {
 }
 
 fn be16(data: &[u8], at: usize) -> Result<usize, Malformed> {
-    data.get(at..at + 2)
-        .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+    super::header::be16(data, at)
+        .map(|v| v as usize)
         .ok_or(Malformed)
 }
 
@@ -84,10 +82,10 @@ fn read(input: &[u8], scale: usize) -> Result<Pixels, Malformed> {
         }
         let marker = *input.get(pos + 1).ok_or(Malformed)?;
         let len = be16(input, pos + 2)?;
-        let body = input.get(pos + 4..pos + 2 + len).ok_or(Malformed)?;
         if len < 2 {
             return Err(Malformed);
         }
+        let body = input.get(pos + 4..pos + 2 + len).ok_or(Malformed)?;
         match marker {
             // Baseline and extended sequential DCT, Huffman coded.
             0xC0 | 0xC1 if frame.is_none() => frame = Some(read_frame(body)?),
@@ -134,8 +132,6 @@ fn read_frame(body: &[u8]) -> Result<Frame, Malformed> {
                 h,
                 v,
                 quant: usize::from(c[2]),
-                dc: 0,
-                ac: 0,
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -340,24 +336,22 @@ impl<'t> Scan<'t> {
             if sel[0] != fc.id {
                 return Err(Malformed);
             }
-            let c = Component {
-                dc: usize::from(sel[1] >> 4),
-                ac: usize::from(sel[1] & 15),
-                ..*fc
-            };
-            let (h, v) = if single { (1, 1) } else { (c.h, c.v) };
+            let (h, v) = if single { (1, 1) } else { (fc.h, fc.v) };
             // The triangle upsampling doubles; other ratios are left to the general decoder.
             if hmax % h != 0 || vmax % v != 0 {
                 return Err(Malformed);
             }
-            let table =
-                |t: &'t [Option<Table>; 4], id: usize| t.get(id)?.as_ref().ok_or(Malformed).ok();
+            let table = |t: &'t [Option<Table>; 4], id: u8| {
+                t.get(usize::from(id))
+                    .and_then(Option::as_ref)
+                    .ok_or(Malformed)
+            };
             components.push(ScanComponent {
                 h,
                 v,
-                dc: table(dc, c.dc).ok_or(Malformed)?,
-                ac: table(ac, c.ac).ok_or(Malformed)?,
-                recipe: Recipe::new(&quant[c.quant], scale),
+                dc: table(dc, sel[1] >> 4)?,
+                ac: table(ac, sel[1] & 15)?,
+                recipe: Recipe::new(&quant[fc.quant], scale),
                 plane: Plane::new(
                     mcus_across * h * scale,
                     mcus_down * v * scale,
