@@ -3,7 +3,9 @@
 //! A table answers most lookups in one step: `LOOKUP_BITS` bits of input index an entry that
 //! holds the code's length and symbol and, when the symbol's magnitude bits fit in the same
 //! window, those bits already sign-extended, so a typical coefficient costs one load and one
-//! shift. Longer codes take the canonical slow path. Anything malformed is reported as
+//! shift. An AC table has a second lookup, [`AcTable`], whose entries hold two short symbols
+//! when both fit the window, halving the chain of dependent loads that bounds the decoding
+//! speed. Longer codes take the canonical slow path. Anything malformed is reported as
 //! [`Malformed`]; the caller then leaves the file to the general decoder.
 
 /// A file this decoder does not read (the general decoder decides what it is).
@@ -93,6 +95,117 @@ impl Table {
             offset,
             symbols: symbols.to_vec(),
         })
+    }
+}
+
+/// An AC table's second lookup: one `LOOKUP_BITS` window answers up to two symbols at once, so
+/// the common short codes cost half the dependent loads. Every entry is read the same way,
+/// without a branch on how many symbols it holds: an absent second symbol is a zero written at
+/// the next position with no advance.
+pub struct AcTable {
+    pub single: Table,
+    pairs: Box<[u32; 1 << LOOKUP_BITS]>,
+}
+
+/// One [`AcTable`] pair entry, packed: bits 0–3 the bits it consumes; bit 4 set when the
+/// block ends with it (an end-of-block symbol); bit 5 set when the entry is usable (else the
+/// window starts a symbol that needs the single path); bits 6–9 and 11–14 the first and second
+/// symbol's run of zeros, bits 10 and 15 whether each symbol advances past its coefficient
+/// (a coefficient or a run of 16 zeros); bits 16–21 the second value (6 bits, signed) and
+/// 22–31 the first (10 bits, signed).
+#[derive(Clone, Copy)]
+pub struct Pair(u32);
+
+const PAIR_ENDS: u32 = 1 << 4;
+const PAIR_USABLE: u32 = 1 << 5;
+
+/// Where a pair entry's symbol puts its coefficient and how far it moves the position.
+#[derive(Clone, Copy)]
+pub struct Step {
+    pub offset: usize,
+    pub advance: usize,
+    pub value: i32,
+}
+
+impl Pair {
+    /// The first symbol's coefficient.
+    #[inline]
+    pub fn first(self) -> Step {
+        let field = (self.0 >> 6) & 31;
+        Step {
+            offset: (field & 15) as usize,
+            advance: ((field & 15) + (field >> 4)) as usize,
+            value: (self.0 as i32) >> 22,
+        }
+    }
+
+    /// The second symbol's coefficient (offset, advance and value 0 when there is none).
+    #[inline]
+    pub fn second(self) -> Step {
+        let field = (self.0 >> 11) & 31;
+        Step {
+            offset: (field & 15) as usize,
+            advance: ((field & 15) + (field >> 4)) as usize,
+            value: ((self.0 << 10) as i32) >> 26,
+        }
+    }
+
+    /// Whether the block ends after this entry's symbols.
+    #[inline]
+    pub fn ends(self) -> bool {
+        self.0 & PAIR_ENDS != 0
+    }
+}
+
+/// What one symbol of a pair entry becomes: its packed 5-bit field (run, advances) and its
+/// value, or `None` when it cannot go in an entry whose value field has `value_bits`.
+fn pair_field(symbol: u32, value: i32, value_bits: u32) -> Option<(u32, i32, bool)> {
+    let (run, size) = (symbol >> 4, symbol & 15);
+    match (run, size) {
+        (0, 0) => Some((0, 0, true)),
+        (15, 0) => Some((15 | 16, 0, false)),
+        (_, 0) => None,
+        _ if size < value_bits => Some((run | 16, value, false)),
+        _ => None,
+    }
+}
+
+impl AcTable {
+    pub fn new(single: Table) -> AcTable {
+        let mut pairs = Box::new([0u32; 1 << LOOKUP_BITS]);
+        let mask = (1u32 << LOOKUP_BITS) - 1;
+        for (window, slot) in pairs.iter_mut().enumerate() {
+            let e = single.lookup[window].0;
+            if e & WITH_VALUE == 0 {
+                continue;
+            }
+            let Some((field1, value1, ends)) = pair_field(e >> 8 & 0xFF, (e as i32) >> 16, 10)
+            else {
+                continue;
+            };
+            let used = e & 31;
+            let mut entry = used | PAIR_USABLE | field1 << 6 | (value1 as u32 & 0x3FF) << 22;
+            if ends {
+                *slot = entry | PAIR_ENDS;
+                continue;
+            }
+            // The rest of the window, if it holds a whole second symbol.
+            let next = single.lookup[((window as u32) << used & mask) as usize].0;
+            let used2 = next & 31;
+            if next & WITH_VALUE != 0 && used + used2 <= LOOKUP_BITS {
+                if let Some((field2, value2, ends2)) =
+                    pair_field(next >> 8 & 0xFF, (next as i32) >> 16, 6)
+                {
+                    entry = (entry & !15) | (used + used2) | field2 << 11;
+                    entry |= (value2 as u32 & 0x3F) << 16;
+                    if ends2 {
+                        entry |= PAIR_ENDS;
+                    }
+                }
+            }
+            *slot = entry;
+        }
+        AcTable { single, pairs }
     }
 }
 
@@ -215,6 +328,23 @@ impl<'a> Bits<'a> {
         Ok(Symbol { run, size, value })
     }
 
+    /// The next one or two AC symbols as one pair entry, not yet consumed, or `None` when the
+    /// next symbol needs [`Bits::symbol`] (a long code or a large value).
+    #[inline]
+    pub fn peek_pair(&mut self, table: &AcTable) -> Option<Pair> {
+        if self.count < 32 {
+            self.refill();
+        }
+        let e = table.pairs[(self.buf >> (64 - LOOKUP_BITS)) as usize];
+        (e & PAIR_USABLE != 0).then_some(Pair(e))
+    }
+
+    /// Consumes a peeked pair's bits.
+    #[inline]
+    pub fn take_pair(&mut self, pair: Pair) {
+        self.consume(pair.0 & 15);
+    }
+
     /// A code longer than the lookup window, the canonical way.
     fn long_code(&mut self, table: &Table) -> Result<u32, Malformed> {
         let window = (self.buf >> 48) as i32;
@@ -308,6 +438,89 @@ mod tests {
         let mut counts = [0u8; 16];
         counts[0] = 3; // three 1-bit codes
         assert!(Table::new(&counts, &[1, 2, 3]).is_err());
+    }
+
+    /// The luminance AC table of the JPEG specification (Annex K.3): its 37 short codes with
+    /// their symbols, the 16-bit codes with the other symbols in order.
+    fn annex_k_ac_table() -> Table {
+        let counts = [0, 2, 1, 3, 3, 2, 4, 3, 5, 5, 4, 4, 0, 0, 1, 0x7d];
+        let mut symbols = vec![
+            0x01, 0x02, 0x03, 0x00, 0x04, 0x11, 0x05, 0x12, 0x21, 0x31, 0x41, 0x06, 0x13, 0x51,
+            0x61, 0x07, 0x22, 0x71, 0x14, 0x32, 0x81, 0x91, 0xa1, 0x08, 0x23, 0x42, 0xb1, 0xc1,
+            0x15, 0x52, 0xd1, 0xf0, 0x24, 0x33, 0x62, 0x72, 0x82u8,
+        ];
+        for run in 0..16u8 {
+            for size in 1..=10u8 {
+                if !symbols.contains(&(run << 4 | size)) {
+                    symbols.push(run << 4 | size);
+                }
+            }
+        }
+        Table::new(&counts, &symbols).unwrap()
+    }
+
+    /// A symbol as the position steps of a pair entry see it: (offset, advance, value).
+    fn step_of(s: &Symbol) -> (usize, usize, i32) {
+        match (s.run, s.size) {
+            (0, 0) => (0, 0, 0),
+            (15, 0) => (15, 16, 0),
+            (run, _) => (run as usize, run as usize + 1, s.value),
+        }
+    }
+
+    #[test]
+    fn pair_entries_decode_what_single_symbols_decode() {
+        // Random bits pick each code with the probability of its length, as real data does
+        // roughly; an FF byte is stuffed so the stream has no marker until its end.
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut data = Vec::new();
+        while data.len() < 64 * 1024 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            data.push((seed >> 24) as u8);
+            if data.last() == Some(&0xFF) {
+                data.push(0x00);
+            }
+        }
+        data.extend([0xFF, 0xD9]);
+        let ac = AcTable::new(annex_k_ac_table());
+
+        let mut single = Bits::new(&data, 0);
+        let mut expected = Vec::new();
+        while expected.len() < 100_000 {
+            match single.symbol(&ac.single) {
+                Ok(s) => expected.push(step_of(&s)),
+                Err(Malformed) => break, // the one unused 16-bit code
+            }
+        }
+        let (mut paired, mut got, mut pairs_taken) = (Bits::new(&data, 0), Vec::new(), 0);
+        while got.len() < expected.len() {
+            let Some(pair) = paired.peek_pair(&ac) else {
+                match paired.symbol(&ac.single) {
+                    Ok(s) => got.push(step_of(&s)),
+                    Err(Malformed) => break,
+                }
+                continue;
+            };
+            paired.take_pair(pair);
+            pairs_taken += 1;
+            let (first, second) = (pair.first(), pair.second());
+            got.push((first.offset, first.advance, first.value));
+            if first.advance == 0 {
+                assert!(pair.ends(), "an end of block ends its entry");
+                continue;
+            }
+            if second.advance != 0 || pair.ends() {
+                got.push((second.offset, second.advance, second.value));
+            } else {
+                assert_eq!((second.offset, second.value), (0, 0), "no second symbol");
+            }
+        }
+        got.truncate(expected.len());
+        assert!(expected.len() > 10_000, "{} symbols", expected.len());
+        assert!(pairs_taken > expected.len() / 3, "{pairs_taken} pairs");
+        assert_eq!(got, expected);
     }
 
     #[test]

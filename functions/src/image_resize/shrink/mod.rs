@@ -19,7 +19,7 @@ mod planes;
 #[cfg(test)]
 mod tests;
 
-use entropy::{Bits, Malformed, Table};
+use entropy::{AcTable, Bits, Malformed, Table};
 use planes::Plane;
 
 use super::pixels::{Layout, Pixels};
@@ -67,7 +67,7 @@ fn read(input: &[u8], scale: usize) -> Result<Pixels, Malformed> {
     }
     let mut quant = [[0u16; 64]; 4];
     let mut dc: [Option<Table>; 4] = Default::default();
-    let mut ac: [Option<Table>; 4] = Default::default();
+    let mut ac: [Option<AcTable>; 4] = Default::default();
     let mut frame: Option<Frame> = None;
     let mut restart_interval = 0usize;
     let mut adobe_transform: Option<u8> = None;
@@ -155,7 +155,7 @@ fn colour_model(frame: &Frame, adobe_transform: Option<u8>) -> Result<(), Malfor
 fn read_huffman(
     mut body: &[u8],
     dc: &mut [Option<Table>; 4],
-    ac: &mut [Option<Table>; 4],
+    ac: &mut [Option<AcTable>; 4],
 ) -> Result<(), Malformed> {
     while let [class_id, rest @ ..] = body {
         let counts: [u8; 16] = rest.get(..16).ok_or(Malformed)?.try_into().unwrap();
@@ -165,7 +165,7 @@ fn read_huffman(
         let id = usize::from(class_id & 15);
         match (class_id >> 4, id) {
             (0, 0..=3) => dc[id] = Some(table),
-            (1, 0..=3) => ac[id] = Some(table),
+            (1, 0..=3) => ac[id] = Some(AcTable::new(table)),
             _ => return Err(Malformed),
         }
         body = &rest[16 + n..];
@@ -276,7 +276,7 @@ impl Recipe {
     /// down; odd both ways). A pixel of the block is their sum with the odd classes' signs
     /// flipped in the right half (across) and the bottom half (down).
     #[inline]
-    fn sums(&self, coefs: &[i32; 64]) -> [i64; 4] {
+    fn sums(&self, coefs: &Coefficients) -> [i64; 4] {
         let term = |k: usize| i64::from(coefs[k]) * self.weights[k];
         if self.scale == 1 {
             return [term(0), 0, 0, 0];
@@ -290,11 +290,19 @@ impl Recipe {
     }
 }
 
+/// The table a scan selects, which an earlier DHT must have defined.
+fn installed<T>(tables: &[Option<T>; 4], id: u8) -> Result<&T, Malformed> {
+    tables
+        .get(usize::from(id))
+        .and_then(Option::as_ref)
+        .ok_or(Malformed)
+}
+
 struct ScanComponent<'t> {
     h: usize,
     v: usize,
     dc: &'t Table,
-    ac: &'t Table,
+    ac: &'t AcTable,
     recipe: Recipe,
     plane: Plane,
 }
@@ -314,7 +322,7 @@ impl<'t> Scan<'t> {
         body: &[u8],
         quant: &[[u16; 64]; 4],
         dc: &'t [Option<Table>; 4],
-        ac: &'t [Option<Table>; 4],
+        ac: &'t [Option<AcTable>; 4],
         scale: usize,
     ) -> Result<Scan<'t>, Malformed> {
         let n = usize::from(*body.first().ok_or(Malformed)?);
@@ -341,16 +349,11 @@ impl<'t> Scan<'t> {
             if hmax % h != 0 || vmax % v != 0 {
                 return Err(Malformed);
             }
-            let table = |t: &'t [Option<Table>; 4], id: u8| {
-                t.get(usize::from(id))
-                    .and_then(Option::as_ref)
-                    .ok_or(Malformed)
-            };
             components.push(ScanComponent {
                 h,
                 v,
-                dc: table(dc, sel[1] >> 4)?,
-                ac: table(ac, sel[1] & 15)?,
+                dc: installed(dc, sel[1] >> 4)?,
+                ac: installed(ac, sel[1] & 15)?,
                 recipe: Recipe::new(&quant[fc.quant], scale),
                 plane: Plane::new(
                     mcus_across * h * scale,
@@ -387,7 +390,7 @@ impl<'t> Scan<'t> {
         while mcu < mcus {
             let mut bits = Bits::new(input, pos);
             let mut predictors = [0i32; 3];
-            let mut coefs = [0i32; 64];
+            let mut coefs = [0i32; COEFFICIENT_SLOTS];
             let end = (mcu + interval).min(mcus);
             for m in mcu..end {
                 let (mx, my) = (m % self.mcus_across, m / self.mcus_across);
@@ -434,15 +437,21 @@ impl<'t> Scan<'t> {
     }
 }
 
+/// A block's coefficients by zigzag position, with room past 63 for the writes of a pair entry
+/// that runs over the end (such a block is malformed; the slots past 63 are never read).
+const COEFFICIENT_SLOTS: usize = 128;
+type Coefficients = [i32; COEFFICIENT_SLOTS];
+
 /// Decodes one block into the four parity sums of its weighted coefficients. Every coefficient
-/// is stored in `coefs` (by zigzag position, zero on entry and on return) and only the recipe's
-/// are read back, so the decoding loop carries no dependency but the bit position.
+/// is stored in `coefs` (by zigzag position; the first 64 are zero on entry and on return) and
+/// only the recipe's are read back, so the decoding loop carries no dependency but the bit
+/// position.
 #[inline]
 fn block(
     bits: &mut Bits,
     c: &ScanComponent,
     pred: &mut i32,
-    coefs: &mut [i32; 64],
+    coefs: &mut Coefficients,
 ) -> Result<[i64; 4], Malformed> {
     let dc = bits.symbol(c.dc)?;
     if dc.run != 0 || dc.size > 11 {
@@ -453,7 +462,23 @@ fn block(
     coefs[0] = (*pred).clamp(-1 << 16, 1 << 16);
     let mut k = 1;
     while k < 64 {
-        let s = bits.symbol(c.ac)?;
+        // A pair is taken unless its first symbol may end the block at 64 without an end of
+        // block: the bits after it then belong to the next block. k <= 63 here, so neither
+        // write leaves the slots.
+        if let Some(pair) = bits.peek_pair(c.ac)
+            && k + pair.first().advance < 64
+        {
+            bits.take_pair(pair);
+            for step in [pair.first(), pair.second()] {
+                coefs[(k + step.offset) % COEFFICIENT_SLOTS] = step.value;
+                k += step.advance;
+            }
+            if pair.ends() {
+                break;
+            }
+            continue;
+        }
+        let s = bits.symbol(&c.ac.single)?;
         if s.size == 0 {
             if s.run != 15 {
                 break; // end of block
@@ -478,6 +503,6 @@ fn block(
         return Ok([dc, 0, 0, 0]);
     }
     let sums = c.recipe.sums(coefs);
-    *coefs = [0; 64];
+    coefs[..64].fill(0);
     Ok(sums)
 }
