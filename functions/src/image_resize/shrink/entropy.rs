@@ -107,17 +107,17 @@ pub struct AcTable {
     pairs: Box<[u32; 1 << LOOKUP_BITS]>,
 }
 
-/// One [`AcTable`] pair entry, packed: bits 0–3 the bits it consumes; bit 4 set when the
-/// block ends with it (an end-of-block symbol); bit 5 set when the entry is usable (else the
-/// window starts a symbol that needs the single path); bits 6–9 and 11–14 the first and second
-/// symbol's run of zeros, bits 10 and 15 whether each symbol advances past its coefficient
-/// (a coefficient or a run of 16 zeros); bits 16–21 the second value (6 bits, signed) and
-/// 22–31 the first (10 bits, signed).
+/// One [`AcTable`] pair entry, packed: bits 0–3 the bits it consumes and bits 4–5 clear, so
+/// the entry itself is the shift count (a shift takes its count modulo 64); bits 6–9 and
+/// 11–14 the first and second symbol's run of zeros, bits 10 and 15 whether each symbol
+/// advances past its coefficient (a coefficient or a run of 16 zeros); bit 16 set when the
+/// block ends with the entry (an end-of-block symbol); bits 17–22 the second value (6 bits,
+/// signed) and 23–31 the first (9 bits, signed). An entry of 0 is not usable: the window
+/// starts a symbol that needs the single path.
 #[derive(Clone, Copy)]
 pub struct Pair(u32);
 
-const PAIR_ENDS: u32 = 1 << 4;
-const PAIR_USABLE: u32 = 1 << 5;
+const PAIR_ENDS: u32 = 1 << 16;
 
 /// Where a pair entry's symbol puts its coefficient and how far it moves the position.
 #[derive(Clone, Copy)]
@@ -135,7 +135,7 @@ impl Pair {
         Step {
             offset: (field & 15) as usize,
             advance: ((field & 15) + (field >> 4)) as usize,
-            value: (self.0 as i32) >> 22,
+            value: (self.0 as i32) >> 23,
         }
     }
 
@@ -146,7 +146,7 @@ impl Pair {
         Step {
             offset: (field & 15) as usize,
             advance: ((field & 15) + (field >> 4)) as usize,
-            value: ((self.0 << 10) as i32) >> 26,
+            value: ((self.0 << 9) as i32) >> 26,
         }
     }
 
@@ -179,12 +179,12 @@ impl AcTable {
             if e & WITH_VALUE == 0 {
                 continue;
             }
-            let Some((field1, value1, ends)) = pair_field(e >> 8 & 0xFF, (e as i32) >> 16, 10)
+            let Some((field1, value1, ends)) = pair_field(e >> 8 & 0xFF, (e as i32) >> 16, 9)
             else {
                 continue;
             };
             let used = e & 31;
-            let mut entry = used | PAIR_USABLE | field1 << 6 | (value1 as u32 & 0x3FF) << 22;
+            let mut entry = used | field1 << 6 | (value1 as u32 & 0x1FF) << 23;
             if ends {
                 *slot = entry | PAIR_ENDS;
                 continue;
@@ -197,7 +197,7 @@ impl AcTable {
                     pair_field(next >> 8 & 0xFF, (next as i32) >> 16, 6)
                 {
                     entry = (entry & !15) | (used + used2) | field2 << 11;
-                    entry |= (value2 as u32 & 0x3F) << 16;
+                    entry |= (value2 as u32 & 0x3F) << 17;
                     if ends2 {
                         entry |= PAIR_ENDS;
                     }
@@ -336,13 +336,15 @@ impl<'a> Bits<'a> {
             self.refill();
         }
         let e = table.pairs[(self.buf >> (64 - LOOKUP_BITS)) as usize];
-        (e & PAIR_USABLE != 0).then_some(Pair(e))
+        (e != 0).then_some(Pair(e))
     }
 
-    /// Consumes a peeked pair's bits.
+    /// Consumes a peeked pair's bits. The shift takes the whole entry as its count, which
+    /// costs the decoding chain no masking step (the entry's bits 4–5 are clear).
     #[inline]
     pub fn take_pair(&mut self, pair: Pair) {
-        self.consume(pair.0 & 15);
+        self.buf = self.buf.wrapping_shl(pair.0);
+        self.count -= pair.0 & 15;
     }
 
     /// A code longer than the lookup window, the canonical way.
