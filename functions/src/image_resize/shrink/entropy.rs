@@ -235,13 +235,14 @@ impl<'a> Bits<'a> {
         }
     }
 
-    /// Tops the buffer up to at least 57 bits.
+    /// Tops the buffer up to at least 56 bits. Eight bytes without an FF among them go in at
+    /// once and without a branch on how many fit: the bytes that do not fit whole still go in
+    /// as far as they fit, which is harmless, because the bits past `count` are either zero or
+    /// the same stream bits a later refill writes again. The decoding loop can then refill
+    /// on every step, instead of on a branch that the varying code lengths make hard to
+    /// predict.
     #[inline]
     fn refill(&mut self) {
-        if self.count > 56 {
-            return;
-        }
-        // Eight bytes without an FF among them go in at once.
         if let Some(chunk) = self.data.get(self.pos..self.pos + 8)
             && !self.at_marker
         {
@@ -250,15 +251,19 @@ impl<'a> Bits<'a> {
             let has_ff =
                 inverted.wrapping_sub(0x0101_0101_0101_0101) & !inverted & 0x8080_8080_8080_8080;
             if has_ff == 0 {
-                let bytes = (64 - self.count) / 8;
-                let keep = !((1u64 << (64 - bytes * 8)).wrapping_sub(1));
-                self.buf |= (word & keep) >> self.count;
-                self.count += bytes * 8;
-                self.pos += bytes as usize;
+                self.buf |= word >> self.count;
+                self.pos += ((63 - self.count) >> 3) as usize;
+                self.count |= 56;
                 return;
             }
         }
-        while self.count <= 56 {
+        self.refill_bytes();
+    }
+
+    /// The refill near an FF byte or the end: a byte at a time, unstuffing.
+    #[inline(never)]
+    fn refill_bytes(&mut self) {
+        while self.count < 56 {
             let byte = self.next_byte();
             self.buf |= u64::from(byte) << (56 - self.count);
             self.count += 8;
@@ -332,10 +337,12 @@ impl<'a> Bits<'a> {
     /// next symbol needs [`Bits::symbol`] (a long code or a large value).
     #[inline]
     pub fn peek_pair(&mut self, table: &AcTable) -> Option<Pair> {
-        if self.count < 32 {
+        if self.count < LOOKUP_BITS {
             self.refill();
         }
+        // The lookup reads the bits already there, so the refill stays off its chain.
         let e = table.pairs[(self.buf >> (64 - LOOKUP_BITS)) as usize];
+        self.refill();
         (e != 0).then_some(Pair(e))
     }
 
