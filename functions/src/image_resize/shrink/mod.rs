@@ -423,11 +423,7 @@ impl<'t> Scan<'t> {
         }
         let width = (self.width * self.scale).div_ceil(8);
         let height = (self.height * self.scale).div_ceil(8);
-        let planes: Vec<Plane> = self
-            .components
-            .into_iter()
-            .map(|c| c.plane.upsampled())
-            .collect();
+        let planes: Vec<Plane> = self.components.into_iter().map(|c| c.plane).collect();
         let (layout, data) = match planes.as_slice() {
             [y] => (Layout::L8, y.cropped(width, height)),
             [y, cb, cr] => (Layout::Rgb8, planes::ycbcr_to_rgb(y, cb, cr, width, height)),
