@@ -302,7 +302,7 @@ impl<'a> Bits<'a> {
     }
 
     /// Decodes one symbol and its magnitude bits.
-    #[inline]
+    #[inline(always)]
     pub fn symbol(&mut self, table: &Table) -> Result<Symbol, Malformed> {
         if self.count < 32 {
             self.refill();
