@@ -250,9 +250,12 @@ impl<'a> Bits<'a> {
             let inverted = !word;
             let has_ff =
                 inverted.wrapping_sub(0x0101_0101_0101_0101) & !inverted & 0x8080_8080_8080_8080;
-            if has_ff == 0 {
+            // Only the bytes that go in must be free of FF: `fit` whole ones and the part of
+            // the next that fits.
+            let fit = (63 - self.count) >> 3;
+            if has_ff >> (56 - 8 * fit) == 0 {
                 self.buf |= word >> self.count;
-                self.pos += ((63 - self.count) >> 3) as usize;
+                self.pos += fit as usize;
                 self.count |= 56;
                 return;
             }
