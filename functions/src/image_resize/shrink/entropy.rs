@@ -192,15 +192,15 @@ impl AcTable {
             // The rest of the window, if it holds a whole second symbol.
             let next = single.lookup[((window as u32) << used & mask) as usize].0;
             let used2 = next & 31;
-            if next & WITH_VALUE != 0 && used + used2 <= LOOKUP_BITS {
-                if let Some((field2, value2, ends2)) =
+            if next & WITH_VALUE != 0
+                && used + used2 <= LOOKUP_BITS
+                && let Some((field2, value2, ends2)) =
                     pair_field(next >> 8 & 0xFF, (next as i32) >> 16, 6)
-                {
-                    entry = (entry & !15) | (used + used2) | field2 << 11;
-                    entry |= (value2 as u32 & 0x3F) << 17;
-                    if ends2 {
-                        entry |= PAIR_ENDS;
-                    }
+            {
+                entry = (entry & !15) | (used + used2) | field2 << 11;
+                entry |= (value2 as u32 & 0x3F) << 17;
+                if ends2 {
+                    entry |= PAIR_ENDS;
                 }
             }
             *slot = entry;

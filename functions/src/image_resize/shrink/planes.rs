@@ -123,7 +123,7 @@ impl<'a> GridRows<'a> {
             _ => {
                 // Output row 2r leans on the row above, 2r + 1 on the row below.
                 let r = y / 2;
-                let (far, bias) = if y % 2 == 0 {
+                let (far, bias) = if y.is_multiple_of(2) {
                     (r.saturating_sub(1), 2)
                 } else {
                     ((r + 1).min(last), 1)
