@@ -21,6 +21,28 @@ struct Entry(u32);
 
 const WITH_VALUE: u32 = 1 << 5;
 
+impl Entry {
+    #[inline]
+    fn used(self) -> u32 {
+        self.0 & 31
+    }
+
+    #[inline]
+    fn has_value(self) -> bool {
+        self.0 & WITH_VALUE != 0
+    }
+
+    #[inline]
+    fn symbol(self) -> u32 {
+        self.0 >> 8 & 0xFF
+    }
+
+    #[inline]
+    fn value(self) -> i32 {
+        (self.0 as i32) >> 16
+    }
+}
+
 /// A decoded symbol: `run` zeros before a coefficient of `size` magnitude bits and `value`.
 pub struct Symbol {
     pub run: u32,
@@ -127,27 +149,30 @@ pub struct Step {
     pub value: i32,
 }
 
+impl Step {
+    /// The step of a symbol's packed 5-bit field (run, advances) and its value.
+    #[inline]
+    fn new(field: u32, value: i32) -> Step {
+        let run = field & 15;
+        Step {
+            offset: run as usize,
+            advance: (run + (field >> 4)) as usize,
+            value,
+        }
+    }
+}
+
 impl Pair {
     /// The first symbol's coefficient.
     #[inline]
     pub fn first(self) -> Step {
-        let field = (self.0 >> 6) & 31;
-        Step {
-            offset: (field & 15) as usize,
-            advance: ((field & 15) + (field >> 4)) as usize,
-            value: (self.0 as i32) >> 23,
-        }
+        Step::new(self.0 >> 6 & 31, (self.0 as i32) >> 23)
     }
 
     /// The second symbol's coefficient (offset, advance and value 0 when there is none).
     #[inline]
     pub fn second(self) -> Step {
-        let field = (self.0 >> 11) & 31;
-        Step {
-            offset: (field & 15) as usize,
-            advance: ((field & 15) + (field >> 4)) as usize,
-            value: ((self.0 << 9) as i32) >> 26,
-        }
+        Step::new(self.0 >> 11 & 31, ((self.0 << 9) as i32) >> 26)
     }
 
     /// Whether the block ends after this entry's symbols.
@@ -157,15 +182,19 @@ impl Pair {
     }
 }
 
-/// What one symbol of a pair entry becomes: its packed 5-bit field (run, advances) and its
-/// value, or `None` when it cannot go in an entry whose value field has `value_bits`.
-fn pair_field(symbol: u32, value: i32, value_bits: u32) -> Option<(u32, i32, bool)> {
-    let (run, size) = (symbol >> 4, symbol & 15);
+/// What a single lookup's symbol becomes in a pair entry: its packed 5-bit field (run,
+/// advances), its value and whether it ends the block; `None` when the lookup does not hold
+/// the whole symbol with its value, or the value does not fit a field of `value_bits`.
+fn pair_field(entry: Entry, value_bits: u32) -> Option<(u32, i32, bool)> {
+    if !entry.has_value() {
+        return None;
+    }
+    let (run, size) = (entry.symbol() >> 4, entry.symbol() & 15);
     match (run, size) {
         (0, 0) => Some((0, 0, true)),
         (15, 0) => Some((15 | 16, 0, false)),
         (_, 0) => None,
-        _ if size < value_bits => Some((run | 16, value, false)),
+        _ if size < value_bits => Some((run | 16, entry.value(), false)),
         _ => None,
     }
 }
@@ -175,27 +204,21 @@ impl AcTable {
         let mut pairs = Box::new([0u32; 1 << LOOKUP_BITS]);
         let mask = (1u32 << LOOKUP_BITS) - 1;
         for (window, slot) in pairs.iter_mut().enumerate() {
-            let e = single.lookup[window].0;
-            if e & WITH_VALUE == 0 {
-                continue;
-            }
-            let Some((field1, value1, ends)) = pair_field(e >> 8 & 0xFF, (e as i32) >> 16, 9)
-            else {
+            let first = single.lookup[window];
+            let Some((field1, value1, ends)) = pair_field(first, 9) else {
                 continue;
             };
-            let used = e & 31;
+            let used = first.used();
             let mut entry = used | field1 << 6 | (value1 as u32 & 0x1FF) << 23;
             if ends {
                 *slot = entry | PAIR_ENDS;
                 continue;
             }
             // The rest of the window, if it holds a whole second symbol.
-            let next = single.lookup[((window as u32) << used & mask) as usize].0;
-            let used2 = next & 31;
-            if next & WITH_VALUE != 0
-                && used + used2 <= LOOKUP_BITS
-                && let Some((field2, value2, ends2)) =
-                    pair_field(next >> 8 & 0xFF, (next as i32) >> 16, 6)
+            let next = single.lookup[((window as u32) << used & mask) as usize];
+            let used2 = next.used();
+            if used + used2 <= LOOKUP_BITS
+                && let Some((field2, value2, ends2)) = pair_field(next, 6)
             {
                 entry = (entry & !15) | (used + used2) | field2 << 11;
                 entry |= (value2 as u32 & 0x3F) << 17;
@@ -235,12 +258,12 @@ impl<'a> Bits<'a> {
         }
     }
 
-    /// Tops the buffer up to at least 56 bits. Eight bytes without an FF among them go in at
-    /// once and without a branch on how many fit: the bytes that do not fit whole still go in
-    /// as far as they fit, which is harmless, because the bits past `count` are either zero or
-    /// the same stream bits a later refill writes again. The decoding loop can then refill
-    /// on every step, instead of on a branch that the varying code lengths make hard to
-    /// predict.
+    /// Tops the buffer up to at least 56 bits. When the bytes that go in hold no FF, they go in
+    /// from one eight-byte read, without a branch on how many fit: the byte that does not fit
+    /// whole still goes in as far as it fits, which is harmless, because the bits past `count`
+    /// are either zero or the same stream bits a later refill writes again. The decoding loop
+    /// can then refill on every step, instead of on a branch that the varying code lengths
+    /// make hard to predict.
     #[inline]
     fn refill(&mut self) {
         if let Some(chunk) = self.data.get(self.pos..self.pos + 8)
@@ -250,8 +273,7 @@ impl<'a> Bits<'a> {
             let inverted = !word;
             let has_ff =
                 inverted.wrapping_sub(0x0101_0101_0101_0101) & !inverted & 0x8080_8080_8080_8080;
-            // Only the bytes that go in must be free of FF: `fit` whole ones and the part of
-            // the next that fits.
+            // The bytes that go in: `fit` whole ones and the part of the next that fits.
             let fit = (63 - self.count) >> 3;
             if has_ff >> (56 - 8 * fit) == 0 {
                 self.buf |= word >> self.count;
@@ -310,19 +332,19 @@ impl<'a> Bits<'a> {
         if self.count < 32 {
             self.refill();
         }
-        let e = table.lookup[(self.buf >> (64 - LOOKUP_BITS)) as usize].0;
-        let symbol = e >> 8 & 0xFF;
+        let e = table.lookup[(self.buf >> (64 - LOOKUP_BITS)) as usize];
+        let symbol = e.symbol();
         let (run, size) = (symbol >> 4, symbol & 15);
-        if e & WITH_VALUE != 0 {
-            self.consume(e & 31);
+        if e.has_value() {
+            self.consume(e.used());
             return Ok(Symbol {
                 run,
                 size,
-                value: (e as i32) >> 16,
+                value: e.value(),
             });
         }
-        let symbol = if e & 31 != 0 {
-            self.consume(e & 31);
+        let symbol = if e.used() != 0 {
+            self.consume(e.used());
             symbol
         } else {
             self.long_code(table)?
