@@ -11,6 +11,7 @@ use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 use super::ResizeError;
 use super::header::Kind;
 use super::pixels::{Layout, Pixels};
+use super::planar::Planes;
 
 fn undecodable(e: impl std::fmt::Display) -> ResizeError {
     ResizeError::Undecodable(e.to_string())
@@ -78,6 +79,19 @@ impl<'a> Opened<'a> {
                 Ok(Pixels::from_dynamic(image))
             }
         }
+    }
+}
+
+impl Opened<'_> {
+    /// A colour JPEG at `eighths`/8 of its size as its YCbCr planes, when the shrink-on-load
+    /// decoder reads it (`None` otherwise: decode it to pixels instead).
+    pub fn decode_planes(&self, eighths: u8) -> Option<Planes> {
+        let Opened::Jpeg(_, size, input) = self else {
+            return None;
+        };
+        let planes = super::shrink::decode_planes(input, eighths)?;
+        // As for pixels: the size checked against the pixel limit is `jpeg-decoder`'s.
+        ((planes.y.width, planes.y.height) == reduced(*size, eighths)).then_some(planes)
     }
 }
 

@@ -5,7 +5,8 @@
 //! This module owns the whole pipeline: header check (`header`: an image over the pixel limit
 //! is refused with 413 before it is decoded), decode with JPEG shrink-on-load (`decode`, and
 //! `shrink` for the common JPEG at 1/8 and 1/4), the
-//! sizes (`geometry`), resampling and orientation (`pixels`) and encoding (`encode`).
+//! sizes (`geometry`), resampling and orientation (`pixels`) and encoding (`encode`); a JPEG
+//! that becomes a JPEG with no turn or padding stays in YCbCr planes throughout (`planar`).
 //! [`resize`] is the synchronous whole, bytes in to bytes out; the [`Function`] runs it on a
 //! blocking thread. Bad parameters answer 400, an undecodable body 422, a too-large image 413,
 //! each with a JSON body `{"code": "...", "message": "..."}`; all of them are final.
@@ -16,6 +17,7 @@ mod geometry;
 mod header;
 mod params;
 mod pixels;
+mod planar;
 mod shrink;
 #[cfg(test)]
 mod tests;
@@ -163,6 +165,27 @@ pub fn resize(input: &[u8], params: &Params, max_pixels: u64) -> Result<Output, 
         header::Kind::Jpeg => step.idct_eighths(),
         _ => 8,
     };
+    let format = params.format.unwrap_or(match kind {
+        header::Kind::Jpeg => Format::Jpeg,
+        header::Kind::Png | header::Kind::Gif => Format::Png,
+        header::Kind::WebP => Format::WebP,
+    });
+    // A JPEG that stays a JPEG, with no turn and no padding, keeps its YCbCr planes throughout.
+    if format == Format::Jpeg
+        && orientation == Orientation::NoTransforms
+        && plan.canvas == step.dst
+        && let Some(planes) = opened.decode_planes(eighths)
+    {
+        let step = step.rescaled((planes.y.width, planes.y.height));
+        let chroma_factor = encode::jpeg_chroma_factor(params.quality);
+        let planes = planes.resample(&step, chroma_factor)?;
+        return Ok(Output {
+            bytes: encode::encode_planes(&planes, params.quality)?,
+            format,
+            width: planes.y.width,
+            height: planes.y.height,
+        });
+    }
     let decoded = opened.decode(eighths)?;
     let step = step.rescaled((decoded.width, decoded.height));
     let pixels = decoded.resample(&step)?.orient(orientation).pad(
@@ -170,11 +193,6 @@ pub fn resize(input: &[u8], params: &Params, max_pixels: u64) -> Result<Output, 
         plan.offset,
         params.background,
     );
-    let format = params.format.unwrap_or(match kind {
-        header::Kind::Jpeg => Format::Jpeg,
-        header::Kind::Png | header::Kind::Gif => Format::Png,
-        header::Kind::WebP => Format::WebP,
-    });
     let (width, height) = (pixels.width, pixels.height);
     let bytes = encode::encode(pixels, format, params.quality, params.background)?;
     Ok(Output {

@@ -493,3 +493,68 @@ async fn the_function_answers_errors_as_json() {
     assert!(text.contains(r#"fit=\"\\\"x\\\\\" is"#), "escaped: {text}");
     assert!(text.ends_with(r#","parameter":"fit"}"#), "{text}");
 }
+
+/// A 4:2:0 JPEG of `photo`'s picture with fine detail in both colour and brightness.
+fn jpeg_420(w: u32, h: u32) -> Vec<u8> {
+    let base = photo(w, h);
+    let img = RgbImage::from_fn(w, h, |x, y| {
+        let wave = ((x as f64 / 7.0).sin() * (y as f64 / 5.0).cos() * 60.0) as i32;
+        let base = base.get_pixel(x, y).0;
+        Rgb(base.map(|c| (i32::from(c) + wave).clamp(0, 255) as u8))
+    });
+    let mut out = Vec::new();
+    let mut e = jpeg_encoder::Encoder::new(&mut out, 95);
+    e.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_2);
+    e.encode(
+        img.as_raw(),
+        w as u16,
+        h as u16,
+        jpeg_encoder::ColorType::Rgb,
+    )
+    .unwrap();
+    out
+}
+
+/// Mean and largest absolute difference between two images of one size, over RGB.
+fn difference(a: &DynamicImage, b: &DynamicImage) -> (f64, u8) {
+    let (a, b) = (a.to_rgb8(), b.to_rgb8());
+    assert_eq!(a.dimensions(), b.dimensions());
+    let diffs: Vec<u8> = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(x, y)| x.abs_diff(*y))
+        .collect();
+    let mean = diffs.iter().map(|&d| f64::from(d)).sum::<f64>() / diffs.len() as f64;
+    (mean, diffs.into_iter().max().unwrap())
+}
+
+#[test]
+fn jpeg_to_jpeg_through_ycbcr_planes_is_the_rgb_result() {
+    // Odd sizes, so chroma planes end in half-covered samples.
+    let input = jpeg_420(1203, 907);
+    let opened = decode::Opened::new(&input, header::Kind::Jpeg).unwrap();
+    assert!(
+        opened.decode_planes(2).is_some(),
+        "the planes path is taken"
+    );
+    for (query, max_mean) in [
+        ("w=291&q=97", 1.5),
+        ("w=291&q=80", 3.0),
+        ("w=151&h=151&fit=cover&q=97", 1.5),
+    ] {
+        let planar = run(&input, query);
+        let rgb = run(&input, &format!("{query}&format=png"));
+        assert_eq!(
+            (planar.width, planar.height),
+            (rgb.width, rgb.height),
+            "{query}"
+        );
+        let (mean, max) = difference(&decoded(&planar), &decoded(&rgb));
+        println!("{query}: mean {mean:.2}, max {max}");
+        assert!(
+            mean < max_mean,
+            "{query}: mean difference {mean:.2}, max {max}"
+        );
+    }
+}

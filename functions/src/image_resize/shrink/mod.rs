@@ -7,8 +7,9 @@
 //! depends only on the DC coefficient (1/8) or on the 25 coefficients whose frequencies are 0
 //! or odd on both axes (1/4): every coefficient must still be Huffman-decoded, but the rest are
 //! never dequantised or transformed, and a block costs four fixed-point sums instead of an
-//! IDCT. Chroma is brought to the luma grid with the triangle ("fancy") upsampling, then
-//! converted with the JFIF equations.
+//! IDCT. For pixels, chroma is brought to the luma grid with the triangle ("fancy")
+//! upsampling, then converted with the JFIF equations; a JPEG that becomes a JPEG takes the
+//! planes as they are ([`decode_planes`]).
 //!
 //! Anything else — progressive, arithmetic, 12-bit, CMYK or Adobe RGB, odd sampling, several
 //! scans, a damaged stream — returns `None`, and the general decoder (`jpeg-decoder`) reads
@@ -23,6 +24,7 @@ use entropy::{AcTable, Bits, Malformed, Table};
 use planes::Plane;
 
 use super::pixels::{Layout, Pixels};
+use super::planar::Planes;
 
 /// Natural (row-major) index of each zigzag position.
 const ZIGZAG: [u8; 64] = [
@@ -47,12 +49,64 @@ struct Frame {
 /// Decodes `input` at `eighths`/8 of its size (1 or 2), or `None` when this decoder does not
 /// read it.
 pub fn decode(input: &[u8], eighths: u8) -> Option<Pixels> {
-    let scale = match eighths {
-        1 => 1,
-        2 => 2,
-        _ => return None,
-    };
-    read(input, scale).ok()
+    read(input, scale_of(eighths)?).ok()?.into_pixels().ok()
+}
+
+/// Decodes a colour `input` at `eighths`/8 of its size (1 or 2) to its YCbCr planes, each at
+/// its own sampling, or `None` when this decoder does not read it or it is grayscale.
+pub fn decode_planes(input: &[u8], eighths: u8) -> Option<Planes> {
+    read(input, scale_of(eighths)?).ok()?.into_planes()
+}
+
+fn scale_of(eighths: u8) -> Option<usize> {
+    match eighths {
+        1 => Some(1),
+        2 => Some(2),
+        _ => None,
+    }
+}
+
+/// A scan's reduced planes and the visible size of the luma one.
+struct Decoded {
+    width: usize,
+    height: usize,
+    planes: Vec<Plane>,
+}
+
+impl Decoded {
+    fn into_pixels(self) -> Result<Pixels, Malformed> {
+        let (width, height) = (self.width, self.height);
+        let (layout, data) = match <[Plane; 3]>::try_from(self.planes) {
+            Ok([y, cb, cr]) => (
+                Layout::Rgb8,
+                planes::ycbcr_to_rgb(&y, &cb, &cr, width, height),
+            ),
+            Err(planes) => match <[Plane; 1]>::try_from(planes) {
+                Ok([y]) => (Layout::L8, y.into_cropped(width, height)),
+                Err(_) => return Err(Malformed),
+            },
+        };
+        Pixels::new(width as u32, height as u32, layout, data).map_err(|_| Malformed)
+    }
+
+    fn into_planes(self) -> Option<Planes> {
+        let [y, cb, cr] = <[Plane; 3]>::try_from(self.planes).ok()?;
+        // Luma on the full grid, both chroma planes sampled alike.
+        let factor = cb.up();
+        if y.up() != (1, 1) || cr.up() != factor {
+            return None;
+        }
+        let plane = |p: Plane, (fx, fy): (usize, usize)| {
+            let (w, h) = (self.width.div_ceil(fx), self.height.div_ceil(fy));
+            Pixels::new(w as u32, h as u32, Layout::L8, p.into_cropped(w, h)).ok()
+        };
+        Some(Planes {
+            y: plane(y, (1, 1))?,
+            cb: plane(cb, factor)?,
+            cr: plane(cr, factor)?,
+            chroma_factor: (factor.0 as u32, factor.1 as u32),
+        })
+    }
 }
 
 fn be16(data: &[u8], at: usize) -> Result<usize, Malformed> {
@@ -61,7 +115,7 @@ fn be16(data: &[u8], at: usize) -> Result<usize, Malformed> {
         .ok_or(Malformed)
 }
 
-fn read(input: &[u8], scale: usize) -> Result<Pixels, Malformed> {
+fn read(input: &[u8], scale: usize) -> Result<Decoded, Malformed> {
     if input.get(..2) != Some(&[0xFF, 0xD8]) {
         return Err(Malformed);
     }
@@ -378,7 +432,7 @@ impl<'t> Scan<'t> {
         input: &[u8],
         mut pos: usize,
         restart_interval: usize,
-    ) -> Result<Pixels, Malformed> {
+    ) -> Result<Decoded, Malformed> {
         let mcus = self.mcus_across * self.mcus_down;
         let interval = if restart_interval == 0 {
             mcus
@@ -421,15 +475,11 @@ impl<'t> Scan<'t> {
                 restarts = restarts.wrapping_add(1);
             }
         }
-        let width = (self.width * self.scale).div_ceil(8);
-        let height = (self.height * self.scale).div_ceil(8);
-        let planes: Vec<Plane> = self.components.into_iter().map(|c| c.plane).collect();
-        let (layout, data) = match planes.as_slice() {
-            [y] => (Layout::L8, y.cropped(width, height)),
-            [y, cb, cr] => (Layout::Rgb8, planes::ycbcr_to_rgb(y, cb, cr, width, height)),
-            _ => return Err(Malformed),
-        };
-        Pixels::new(width as u32, height as u32, layout, data).map_err(|_| Malformed)
+        Ok(Decoded {
+            width: (self.width * self.scale).div_ceil(8),
+            height: (self.height * self.scale).div_ceil(8),
+            planes: self.components.into_iter().map(|c| c.plane).collect(),
+        })
     }
 }
 

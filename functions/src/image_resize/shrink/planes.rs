@@ -46,14 +46,24 @@ impl Plane {
         self.data[at + self.width + 1] = sample(bottom - bottom_odd);
     }
 
-    /// The top-left `width`×`height` samples, rows packed.
-    pub fn cropped(&self, width: usize, height: usize) -> Vec<u8> {
-        self.data
-            .chunks_exact(self.width)
-            .take(height)
-            .flat_map(|row| &row[..width])
-            .copied()
-            .collect()
+    /// How many times each axis must be doubled to reach the luma grid (1 or 2).
+    pub fn up(&self) -> (usize, usize) {
+        self.up
+    }
+
+    /// The top-left `width`×`height` samples, rows packed (the plane's own buffer when its
+    /// rows are that wide already).
+    pub fn into_cropped(self, width: usize, height: usize) -> Vec<u8> {
+        let mut data = self.data;
+        if width == self.width {
+            data.truncate(width * height);
+            return data;
+        }
+        let mut out = Vec::with_capacity(width * height);
+        for row in data.chunks_exact(self.width).take(height) {
+            out.extend_from_slice(&row[..width]);
+        }
+        out
     }
 }
 
