@@ -28,8 +28,8 @@ impl Planes {
             f64::from(self.chroma_factor.0),
             f64::from(self.chroma_factor.1),
         );
-        let chroma = |src: (u32, u32)| Resample {
-            src,
+        let chroma_step = Resample {
+            src: (self.cb.width, self.cb.height),
             crop: Region {
                 left: step.crop.left / fx,
                 top: step.crop.top / fy,
@@ -41,7 +41,6 @@ impl Planes {
                 step.dst.1.div_ceil(chroma_factor.1),
             ),
         };
-        let chroma_step = chroma((self.cb.width, self.cb.height));
         Ok(Planes {
             y: self.y.resample(step)?,
             cb: self.cb.resample(&chroma_step)?,

@@ -74,31 +74,29 @@ struct Decoded {
 }
 
 impl Decoded {
-    fn into_pixels(self) -> Result<Pixels, Malformed> {
+    fn into_pixels(mut self) -> Result<Pixels, Malformed> {
         let (width, height) = (self.width, self.height);
-        let (layout, data) = match <[Plane; 3]>::try_from(self.planes) {
-            Ok([y, cb, cr]) => (
-                Layout::Rgb8,
-                planes::ycbcr_to_rgb(&y, &cb, &cr, width, height),
-            ),
-            Err(planes) => match <[Plane; 1]>::try_from(planes) {
-                Ok([y]) => (Layout::L8, y.into_cropped(width, height)),
-                Err(_) => return Err(Malformed),
-            },
+        let (layout, data) = match self.planes.as_mut_slice() {
+            [y] => (Layout::L8, y.take_cropped(width, height)),
+            [y, cb, cr] => (Layout::Rgb8, planes::ycbcr_to_rgb(y, cb, cr, width, height)),
+            _ => return Err(Malformed),
         };
         Pixels::new(width as u32, height as u32, layout, data).map_err(|_| Malformed)
     }
 
-    fn into_planes(self) -> Option<Planes> {
-        let [y, cb, cr] = <[Plane; 3]>::try_from(self.planes).ok()?;
+    fn into_planes(mut self) -> Option<Planes> {
+        let [y, cb, cr] = self.planes.as_mut_slice() else {
+            return None;
+        };
         // Luma on the full grid, both chroma planes sampled alike.
         let factor = cb.up();
         if y.up() != (1, 1) || cr.up() != factor {
             return None;
         }
-        let plane = |p: Plane, (fx, fy): (usize, usize)| {
-            let (w, h) = (self.width.div_ceil(fx), self.height.div_ceil(fy));
-            Pixels::new(w as u32, h as u32, Layout::L8, p.into_cropped(w, h)).ok()
+        let (width, height) = (self.width, self.height);
+        let plane = |p: &mut Plane, (fx, fy): (usize, usize)| {
+            let (w, h) = (width.div_ceil(fx), height.div_ceil(fy));
+            Pixels::new(w as u32, h as u32, Layout::L8, p.take_cropped(w, h)).ok()
         };
         Some(Planes {
             y: plane(y, (1, 1))?,

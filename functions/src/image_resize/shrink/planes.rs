@@ -51,10 +51,10 @@ impl Plane {
         self.up
     }
 
-    /// The top-left `width`×`height` samples, rows packed (the plane's own buffer when its
-    /// rows are that wide already).
-    pub fn into_cropped(self, width: usize, height: usize) -> Vec<u8> {
-        let mut data = self.data;
+    /// The top-left `width`×`height` samples, rows packed, taken out of the plane (its own
+    /// buffer when its rows are that wide already).
+    pub fn take_cropped(&mut self, width: usize, height: usize) -> Vec<u8> {
+        let mut data = std::mem::take(&mut self.data);
         if width == self.width {
             data.truncate(width * height);
             return data;
