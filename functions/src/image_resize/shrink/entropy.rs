@@ -12,7 +12,7 @@
 #[derive(Debug)]
 pub struct Malformed;
 
-const LOOKUP_BITS: u32 = 11;
+const LOOKUP_BITS: u32 = 12;
 
 /// One lookup entry, packed: bits 0–4 the bits it consumes (0: not in the table), bit 5 set
 /// when the value is included, bits 8–15 the symbol, bits 16–31 the sign-extended value.
