@@ -13,6 +13,8 @@
 pub struct Malformed;
 
 const LOOKUP_BITS: u32 = 12;
+// A pair entry keeps the bits it consumes, at most `LOOKUP_BITS`, in its bits 0–3.
+const _: () = assert!(LOOKUP_BITS <= 15);
 
 /// One lookup entry, packed: bits 0–4 the bits it consumes (0: not in the table), bit 5 set
 /// when the value is included, bits 8–15 the symbol, bits 16–31 the sign-extended value.
